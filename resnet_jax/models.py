@@ -1,0 +1,385 @@
+"""Flax ResNets that compute what torchvision's compute: norm layer, blocks, networks and the registry."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, ClassVar, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+ModuleDef = Any
+Dtype = Any
+
+# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), i.e. N(0, 2 / (out_channels * k * k)).
+# JAX's "fan_out" for an HWIO kernel is the same product; "normal" is the untruncated normal torch uses.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# nn.Linear's default: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+SHORTCUTS = ("A", "B", "C", None)
+NORMS = ("batch", "group")
+
+
+def _symmetric_uniform(limit: float) -> Callable:
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+  return init
+
+
+def _pad(kernel_size: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
+  # PyTorch pads both sides by the same amount; Flax's 'SAME' pads (0, 1) for stride 2 on even
+  # sizes, which shifts every sampling grid by one pixel and makes converted weights disagree.
+  p = dilation * (kernel_size - 1) // 2
+  return ((p, p), (p, p))
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, with PyTorch's running-statistics update.
+
+  Same parameter and statistic names as `flax.linen.BatchNorm` ('scale', 'bias'; 'mean', 'var' in
+  `batch_stats`), but the running variance is updated with the unbiased batch variance, as
+  `torch.nn.BatchNorm2d` does, so a model trained here matches one trained there. Normalisation
+  itself uses the biased variance, in both. Statistics are computed in float32 whatever `dtype` is.
+
+  Attributes:
+    use_running_average: normalise with the running statistics (eval) instead of the batch's.
+    momentum: weight of the old running value; Flax's 0.9 is PyTorch's momentum=0.1.
+    epsilon: added to the variance; torchvision's 1e-5.
+    axis_name: `pmap` axis over which batch statistics are averaged (synchronised BatchNorm).
+    scale_init: initialiser of the scale; zeros for the last norm of a block under
+      `zero_init_residual`.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  axis_name: Optional[str] = None
+  scale_init: Callable = nn.initializers.ones
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      # One pass over x for both moments (XLA fuses the two reductions); the per-device moments
+      # are what gets averaged across devices, so the result is the global batch's statistics.
+      moments = jnp.stack([jnp.mean(xf, axes), jnp.mean(jnp.square(xf), axes)])
+      if self.axis_name is not None and not self.is_initializing():
+        moments = jax.lax.pmean(moments, self.axis_name)
+      mean = moments[0]
+      var = jnp.maximum(moments[1] - jnp.square(mean), 0.0)
+      if not self.is_initializing():
+        n = np.prod([x.shape[a] for a in axes])
+        if self.axis_name is not None:
+          n = n * jax.lax.psum(1, self.axis_name)
+        unbiased = var * (n / jnp.maximum(n - 1, 1))
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+        ra_var.value = m * ra_var.value + (1.0 - m) * unbiased
+
+    # Fold the statistics into one multiply-add per element: y = x * a + b.
+    a = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
+    b = bias.astype(jnp.float32) - mean * a
+    dtype = self.dtype or x.dtype
+    return (x * a.astype(dtype) + b.astype(dtype)).astype(dtype)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions: conv-norm-relu, conv-norm, add the shortcut, relu. Expansion 1.
+
+  Attributes:
+    planes: output channels of both convolutions.
+    conv, norm, act: the layers, passed in as partials by `ResNet`.
+    strides: stride of the first 3x3 convolution.
+    shortcut: 'projection' (1x1 conv + norm), 'pad' (paper's option A: subsample and zero-pad
+      channels), 'identity', or None for a plain block without a shortcut.
+    zero_init_last: initialise the last norm's scale to zero, so the block starts as its shortcut.
+  """
+  expansion: ClassVar[int] = 1
+  planes: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  strides: int = 1
+  groups: int = 1
+  base_width: int = 64
+  dilation: int = 1
+  shortcut: Optional[str] = "identity"
+  zero_init_last: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    if self.groups != 1 or self.base_width != 64:
+      raise ValueError("BasicBlock only supports groups=1 and width_per_group=64 (as torchvision); "
+                       f"got groups={self.groups}, width_per_group={self.base_width}")
+    if self.dilation > 1:
+      raise ValueError("BasicBlock does not support dilation > 1 (as torchvision)")
+    last_scale = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
+    y = self.conv(self.planes, (3, 3), self.strides, padding=_pad(3), name="conv1")(x)
+    y = self.act(self.norm(name="bn1")(y))
+    y = self.conv(self.planes, (3, 3), padding=_pad(3), name="conv2")(y)
+    y = self.norm(name="bn2", scale_init=last_scale)(y)
+    return _add_shortcut(self, x, y)
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3, 1x1 expand (x4), each followed by norm; add the shortcut, relu.
+
+  This is torchvision's "ResNet v1.5": the stride sits on the 3x3 convolution, not on the first 1x1
+  as in the paper ("Deep residual learning", fig. 5), which costs a little speed and gains ~0.5%
+  top-1 (https://ngc.nvidia.com/catalog/model-scripts/nvidia:resnet_50_v1_5_for_pytorch).
+  The 3x3 convolution is grouped for ResNeXt and widened for Wide ResNet through
+  `width = planes * width_per_group / 64 * groups`.
+  """
+  expansion: ClassVar[int] = 4
+  planes: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  strides: int = 1
+  groups: int = 1
+  base_width: int = 64
+  dilation: int = 1
+  shortcut: Optional[str] = "identity"
+  zero_init_last: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    width = int(self.planes * (self.base_width / 64.0)) * self.groups
+    last_scale = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
+    y = self.conv(width, (1, 1), padding=_pad(1), name="conv1")(x)
+    y = self.act(self.norm(name="bn1")(y))
+    y = self.conv(width, (3, 3), self.strides, padding=_pad(3, self.dilation),
+                  kernel_dilation=self.dilation, feature_group_count=self.groups, name="conv2")(y)
+    y = self.act(self.norm(name="bn2")(y))
+    y = self.conv(self.planes * self.expansion, (1, 1), padding=_pad(1), name="conv3")(y)
+    y = self.norm(name="bn3", scale_init=last_scale)(y)
+    return _add_shortcut(self, x, y)
+
+
+def _add_shortcut(block: nn.Module, x, y):
+  """Adds block's shortcut of `x` to its residual `y` and applies the activation."""
+  if block.shortcut is None:
+    return block.act(y)
+  out_channels = block.planes * block.expansion
+  if block.shortcut == "projection":
+    x = block.conv(out_channels, (1, 1), block.strides, padding=_pad(1), name="downsample_conv")(x)
+    x = block.norm(name="downsample_bn")(x)
+  elif block.shortcut == "pad":
+    # Option A of the paper (sec. 4.1): no parameters. Subsample spatially as the strided conv does,
+    # then append zero channels. Where the zeros go does not change what the network can represent.
+    x = x[:, ::block.strides, ::block.strides, :]
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, out_channels - x.shape[-1])))
+  elif block.shortcut != "identity":
+    raise ValueError(f"unknown shortcut {block.shortcut!r}")
+  return block.act(y + x.astype(y.dtype))
+
+
+class ResNet(nn.Module):
+  """A residual network with torchvision's options, NHWC.
+
+  Attributes:
+    block: `BasicBlock` or `Bottleneck`.
+    stage_sizes: number of blocks in each stage (torchvision's `layers`).
+    stage_widths: `planes` of each stage; the stem has `stage_widths[0]` channels.
+    num_classes: classifier outputs; 0 or None for a headless model returning pooled features.
+    stem: 'imagenet' (7x7/2 conv, 3x3/2 max-pool) or 'cifar' (3x3/1 conv, no pool).
+    shortcut: 'B' projection where the shape changes, identity elsewhere (torchvision);
+      'A' zero-padding identity where the shape changes; 'C' projection everywhere;
+      None for a plain network without shortcuts.
+    zero_init_residual: zero the scale of each block's last norm (torchvision's option).
+    groups, width_per_group: ResNeXt cardinality and width of each group (Bottleneck only).
+    replace_stride_with_dilation: for layer2..layer4, dilate instead of striding (segmentation).
+    norm: 'batch' (BatchNorm with running statistics in `batch_stats`) or 'group' (GroupNorm).
+    norm_groups: number of groups for `norm='group'`.
+    dtype: compute dtype (e.g. bfloat16); parameters and norm statistics stay in `param_dtype`.
+    axis_name: `pmap` axis over which BatchNorm statistics are synchronised.
+    bn_momentum: Flax convention, weight of the old value (0.9 == PyTorch's momentum 0.1).
+    in_channels: expected channels of the input images.
+  """
+  block: type
+  stage_sizes: Sequence[int]
+  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  num_classes: Optional[int] = 1000
+  stem: str = "imagenet"
+  shortcut: Optional[str] = "B"
+  zero_init_residual: bool = False
+  groups: int = 1
+  width_per_group: int = 64
+  replace_stride_with_dilation: Sequence[bool] = (False, False, False)
+  norm: str = "batch"
+  norm_groups: int = 32
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  axis_name: Optional[str] = None
+  bn_momentum: float = 0.9
+  in_channels: int = 3
+
+  def _check(self, x):
+    if x.ndim != 4:
+      raise ValueError(f"expected a batch of NHWC images of rank 4, got shape {tuple(x.shape)}")
+    if x.shape[-1] != self.in_channels:
+      raise ValueError(f"expected {self.in_channels} channels in the last axis (NHWC), "
+                       f"got shape {tuple(x.shape)}; transpose NCHW input with x.transpose(0, 2, 3, 1)")
+    if self.shortcut not in SHORTCUTS:
+      raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}")
+    if self.norm not in NORMS:
+      raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+    if len(self.replace_stride_with_dilation) != len(self.stage_sizes) - 1:
+      raise ValueError("replace_stride_with_dilation should have one entry per stage after the "
+                       f"first ({len(self.stage_sizes) - 1}), got {self.replace_stride_with_dilation}")
+    if len(self.stage_widths) != len(self.stage_sizes):
+      raise ValueError(f"stage_widths {self.stage_widths} and stage_sizes {self.stage_sizes} "
+                       "differ in length")
+    if self.block is BasicBlock and (self.groups != 1 or self.width_per_group != 64):
+      raise ValueError("BasicBlock only supports groups=1 and width_per_group=64 (as torchvision)")
+    if self.block is BasicBlock and any(self.replace_stride_with_dilation):
+      raise ValueError("dilation > 1 is not supported with BasicBlock (as torchvision)")
+    if self.stem not in ("imagenet", "cifar"):
+      raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+
+  def _layers(self, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.norm == "batch":
+      norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                               epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
+                               axis_name=self.axis_name)
+    else:
+      norm = functools.partial(nn.GroupNorm, num_groups=self.norm_groups, epsilon=1e-5,
+                               dtype=self.dtype, param_dtype=self.param_dtype)
+    return conv, norm
+
+  def _shortcut(self, strides: int, in_channels: int, out_channels: int) -> Optional[str]:
+    if self.shortcut is None:
+      return None
+    changes_shape = strides != 1 or in_channels != out_channels
+    if self.shortcut == "C" or (changes_shape and self.shortcut == "B"):
+      return "projection"
+    return "pad" if changes_shape else "identity"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    """Runs the network on a batch of NHWC images.
+
+    Args:
+      x: images, shape (batch, height, width, in_channels).
+      train: use batch statistics and update the running ones (needs `mutable=['batch_stats']`).
+      return_features: return a dict with 'stem', 'layer1'.. (each stage's output), 'pre_logits'
+        (pooled features) and, with a classifier, 'logits', instead of the logits alone.
+
+    Returns:
+      float32 logits of shape (batch, num_classes), pooled features when headless, or the dict.
+    """
+    self._check(x)
+    conv, norm = self._layers(train)
+    features = {}
+    width = self.stage_widths[0]
+    if self.stem == "imagenet":
+      x = conv(width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
+      # PyTorch pads max-pool with -inf; so does Flax (reduce_window's init value).
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
+    else:
+      x = conv(width, (3, 3), 1, padding=_pad(3), name="conv1")(x)
+      x = nn.relu(norm(name="bn1")(x))
+    features["stem"] = x
+
+    in_channels, dilation = width, 1
+    dilate = (False, *self.replace_stride_with_dilation)
+    for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+      strides = 1 if i == 0 else 2
+      previous_dilation = dilation
+      if dilate[i]:
+        dilation, strides = dilation * strides, 1
+      for j in range(num_blocks):
+        block_strides = strides if j == 0 else 1
+        out_channels = planes * self.block.expansion
+        x = self.block(
+            planes=planes, conv=conv, norm=norm, strides=block_strides, groups=self.groups,
+            base_width=self.width_per_group,
+            dilation=previous_dilation if j == 0 else dilation,
+            shortcut=self._shortcut(block_strides, in_channels, out_channels),
+            zero_init_last=self.zero_init_residual and self.shortcut is not None,
+            name=f"layer{i + 1}_{j}")(x)
+        in_channels = out_channels
+      features[f"layer{i + 1}"] = x
+
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    features["pre_logits"] = x
+    if self.num_classes:
+      x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init,
+                   bias_init=_symmetric_uniform(1.0 / np.sqrt(x.shape[-1])),
+                   dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x)
+      x = x.astype(jnp.float32)
+      features["logits"] = x
+    return features if return_features else x
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry.
+
+_MODELS: dict[str, Callable[..., ResNet]] = {}
+
+
+def register_model(name: str, builder: Callable[..., ResNet]) -> None:
+  """Adds `builder(**overrides) -> ResNet` under `name`; a name can be registered once."""
+  if name in _MODELS:
+    raise ValueError(f"model {name!r} is already registered")
+  _MODELS[name] = builder
+
+
+def list_models() -> list[str]:
+  """Names of every registered model, sorted."""
+  return sorted(_MODELS)
+
+
+def get_model(name: str, **overrides) -> ResNet:
+  """Builds a registered model, e.g. `get_model('resnet50', num_classes=10, dtype=jnp.bfloat16)`."""
+  if name not in _MODELS:
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+  return _MODELS[name](**overrides)
+
+
+IMAGENET = dict(stem="imagenet", stage_widths=(64, 128, 256, 512), num_classes=1000)
+# Paper sec. 4.2: 3x3 stem of 16 filters, three stages of 16/32/64 filters of n blocks, option A.
+CIFAR = dict(stem="cifar", stage_widths=(16, 32, 64), num_classes=10, shortcut="A",
+             replace_stride_with_dilation=(False, False))
+CIFAR_RESNET18 = dict(stem="cifar", stage_widths=(64, 128, 256, 512), num_classes=10)
+
+# name -> (block, stage sizes, options)
+_TABLE = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), IMAGENET),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), IMAGENET),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), IMAGENET),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), IMAGENET),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), IMAGENET),
+    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), dict(IMAGENET, groups=32, width_per_group=4)),
+    "resnext101_32x8d": (Bottleneck, (3, 4, 23, 3), dict(IMAGENET, groups=32, width_per_group=8)),
+    "resnext101_64x4d": (Bottleneck, (3, 4, 23, 3), dict(IMAGENET, groups=64, width_per_group=4)),
+    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), dict(IMAGENET, width_per_group=128)),
+    "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), dict(IMAGENET, width_per_group=128)),
+    "resnet18_cifar": (BasicBlock, (2, 2, 2, 2), CIFAR_RESNET18),
+    "plain18": (BasicBlock, (2, 2, 2, 2), dict(IMAGENET, shortcut=None)),
+    "plain34": (BasicBlock, (3, 4, 6, 3), dict(IMAGENET, shortcut=None)),
+}
+for _n in (3, 5, 7, 9, 18, 200):  # depth 6n + 2: 20, 32, 44, 56, 110, 1202
+  _TABLE[f"resnet{6 * _n + 2}"] = (BasicBlock, (_n,) * 3, CIFAR)
+  if _n != 200:
+    _TABLE[f"plain{6 * _n + 2}"] = (BasicBlock, (_n,) * 3, dict(CIFAR, shortcut=None))
+
+for _name, (_block, _sizes, _options) in _TABLE.items():
+  register_model(_name, functools.partial(ResNet, block=_block, stage_sizes=_sizes, **_options))
