@@ -296,9 +296,10 @@ def averaged_scores(logits_fn: Callable, images: Sequence[np.ndarray],
   """Each image's score averaged over the views of a testing protocol.
 
   The paper says only that the scores are averaged. We average softmax probabilities by default:
-  the released Caffe models end in a softmax ("prob") layer, and fb.resnet.torch's 10-crop
-  evaluation averages softmax outputs. `average='logits'` averages the logits instead (a
-  geometric mean of the probabilities, up to normalisation); the two usually rank classes alike.
+  the released Caffe models' score is their final softmax ("prob") layer, and fb.resnet.torch's
+  10-crop test adds up its per-crop outputs, softmax outputs in the usual reading. `average='logits'`
+  averages the logits instead (a geometric mean of the probabilities, up to normalisation); the
+  two usually rank classes alike, and top-k errors differ by little.
 
   Views of equal shape, across images, go to `logits_fn` together, so a batch of same-size images
   costs one call per view shape (one for 10-crop, one per scale for multi-scale).
@@ -318,6 +319,8 @@ def averaged_scores(logits_fn: Callable, images: Sequence[np.ndarray],
   """
   if average not in AVERAGES:
     raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+  if len(images) == 0:
+    raise ValueError("no images to score")
   # shape -> list of (image index, stack); views of one shape are scored in one go.
   groups = collections.defaultdict(list)
   for i, image in enumerate(images):
