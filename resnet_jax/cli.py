@@ -1,0 +1,250 @@
+"""`resnet-jax convert|verify|predict|export|plot`: thin commands over convert, hub and transforms.
+
+Heavy imports (jax, torch) happen inside the commands, so that `resnet-jax --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+# scikit-image's sample photos that `verify` runs through both models.
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+# Default tolerances of `verify` per compute dtype: (max relative error, min top-1 agreement).
+# float32 with matmul precision "highest" agrees to ~1e-6 on CPU; bfloat16 (8 bits of mantissa) to
+# ~1e-2 on resnet18/50, and may swap near-tied classes.
+TOLERANCES = {"float32": (1e-4, 1.0), "bfloat16": (5e-2, 0.75)}
+
+
+class _Error(Exception):
+  """A failure the user can fix; printed without a traceback."""
+
+
+def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str]):
+  """(state_dict as numpy, arch, transform, path) for a weights name, path or URL."""
+  from resnet_jax import convert, hub
+  path, transform = hub.resolve(arch, weights, cache)
+  state = convert.state_dict_of(path)
+  if arch is None:
+    inferred = convert.infer_arch(state)
+    print(f"inferred architecture: {inferred}")
+    arch = inferred.arch
+  return state, arch, transform, path
+
+
+def cmd_convert(args) -> int:
+  from resnet_jax import checkpoints, convert
+  state, arch, transform, path = _load_torchvision_weights(args.arch, args.weights, args.cache)
+  variables = convert.from_torchvision(state, arch)
+  fc = variables["params"].get("fc")
+  num_classes = fc["kernel"].shape[1] if fc else None
+  head = "converted"
+  if args.num_classes is not None and (args.num_classes or None) != num_classes:
+    variables = convert.replace_head(variables, arch, args.num_classes, args.seed)
+    head = f"new, {args.num_classes} classes, seed {args.seed}" if args.num_classes else "removed"
+    num_classes = args.num_classes or None
+  metadata = {"arch": arch, "num_classes": num_classes, "source": os.path.abspath(path)
+              if os.path.exists(path) else path, "weights": args.weights, "head": head,
+              "resize_size": transform.resize_size, "crop_size": transform.crop_size}
+  out = checkpoints.save_variables(args.out, variables, metadata)
+  print(f"wrote {arch} (num_classes={num_classes}, head {head}) to {out}")
+  return 0
+
+
+def _verification_inputs(args, transform):
+  import numpy as np
+  inputs = {"random": np.random.default_rng(args.seed).standard_normal(
+      (args.batch, args.size, args.size, 3)).astype(np.float32)}
+  if args.no_photos:
+    return inputs
+  try:
+    import skimage.data
+  except ImportError:
+    print("scikit-image is not installed: skipping the photos (pip install scikit-image)")
+    return inputs
+  inputs["photos"] = transform([getattr(skimage.data, name)() for name in PHOTOS])
+  return inputs
+
+
+def cmd_verify(args) -> int:
+  import jax
+  import jax.numpy as jnp
+  from resnet_jax import convert, transforms
+  from resnet_jax.models import get_model
+  if args.weights == "random":
+    if args.arch is None:
+      raise _Error("--weights random needs --arch")
+    torch_model = convert.torchvision_model(args.arch, seed=args.seed)
+    arch, transform = args.arch, transforms.ImageClassification()
+  else:
+    import torch
+    state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
+    fc = state.get("fc.weight")
+    torch_model = convert.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
+    if fc is None:
+      torch_model.fc = torch.nn.Identity()
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+  variables = convert.from_torchvision(torch_model, arch)
+  fc = variables["params"].get("fc")
+  model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None,
+                    dtype=jnp.dtype(args.dtype))
+  rtol, min_top1 = TOLERANCES[args.dtype]
+  rtol = args.rtol if args.rtol is not None else rtol
+  min_top1 = args.min_top1 if args.min_top1 is not None else min_top1
+  print(f"{arch}, weights {args.weights}, Flax in {args.dtype} (matmul precision "
+        f"{args.precision}) vs torchvision float32 on CPU")
+  ok = True
+  for name, x in _verification_inputs(args, transform).items():
+    expected = convert.run_torchvision(torch_model, x)
+    with jax.default_matmul_precision(args.precision):
+      logits = model.apply(variables, x)
+    agreement = convert.compare_logits(logits, expected)
+    shape = "x".join(map(str, x.shape))
+    print(f"  {name:7s} {shape:>14s}: {agreement}")
+    ok &= agreement.rel <= rtol and agreement.top1 >= min_top1
+  print(f"{'PASS' if ok else 'FAIL'}: tolerance rel <= {rtol:g}, top-1 agreement >= {min_top1:.0%}")
+  return 0 if ok else 1
+
+
+def _model_for_predict(args):
+  """(model, variables, transform, class names) from an Orbax checkpoint or torchvision weights."""
+  from resnet_jax import checkpoints, convert, transforms
+  from resnet_jax.models import get_model
+  if os.path.isdir(args.weights):
+    variables, metadata = checkpoints.load_variables(args.weights)
+    arch = args.arch or metadata["arch"]
+    transform = transforms.ImageClassification(
+        resize_size=metadata.get("resize_size", 256), crop_size=metadata.get("crop_size", 224))
+  else:
+    state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
+    variables = convert.from_torchvision(state, arch)
+  fc = variables["params"].get("fc")
+  if not fc:
+    raise _Error(f"{args.weights} has no classifier (fc): nothing to predict")
+  num_classes = fc["kernel"].shape[1]
+  names = (transforms.imagenet_classes() if num_classes == 1000
+           else [f"class {i}" for i in range(num_classes)])
+  return get_model(arch, num_classes=num_classes), variables, transform, names
+
+
+def cmd_predict(args) -> int:
+  import jax
+  import numpy as np
+  model, variables, transform, names = _model_for_predict(args)
+  for path in args.images:
+    if not os.path.isfile(path):
+      raise _Error(f"no image file at {path}")
+  logits = model.apply(variables, transform(args.images))
+  probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+  for path, p in zip(args.images, probabilities):
+    print(path)
+    for k in np.argsort(-p)[:args.top]:
+      print(f"  {p[k]:.4f}  {names[k]} ({k})")
+  return 0
+
+
+def cmd_export(args) -> int:
+  from resnet_jax import checkpoints, convert
+  if os.path.exists(args.out):
+    raise _Error(f"{args.out} exists; choose a new file")
+  variables, metadata = checkpoints.load_variables(args.checkpoint)
+  arch = args.arch or metadata["arch"]
+  if arch not in convert.TORCHVISION_ARCHS:
+    print(f"note: torchvision has no {arch}; the file uses torchvision's key names all the same")
+  safetensors = args.out.endswith(".safetensors")
+  state = convert.to_torchvision(variables, arch, as_numpy=safetensors)
+  if safetensors:
+    from safetensors.numpy import save_file
+    save_file(state, args.out, metadata={"arch": arch})
+  else:
+    import torch
+    torch.save(state, args.out)
+  print(f"wrote the {arch} state_dict ({len(state)} tensors) to {args.out}")
+  return 0
+
+
+def cmd_plot(args) -> int:
+  from resnet_jax.plot import plot_workdir
+  written = plot_workdir(args.workdir, args.out)
+  if written:
+    print(f"wrote {written}")
+  return 0
+
+
+def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
+  p.add_argument("--arch", help="model name, e.g. resnet50; inferred from a weights file if omitted")
+  p.add_argument("--weights", required=True, help=weights_help)
+  p.add_argument("--cache", help="download directory (default $RESNET_JAX_CACHE or "
+                                 "~/.cache/resnet_jax)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="resnet-jax", description="Convert, check and run torchvision ResNet weights in JAX/Flax.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
+                         "a .pth/.safetensors file, or a URL")
+
+  p = sub.add_parser("convert", help="torchvision weights -> Orbax checkpoint of Flax variables")
+  _weights_arguments(p, torchvision_weights)
+  p.add_argument("--out", required=True, help="new checkpoint directory")
+  p.add_argument("--num-classes", type=int,
+                 help="replace the classifier by a new one with this many outputs (0: none)")
+  p.add_argument("--seed", type=int, default=0, help="seed of a new classifier")
+  p.set_defaults(run=cmd_convert)
+
+  p = sub.add_parser("verify", help="compare the converted model with torchvision's on the same inputs")
+  _weights_arguments(p, torchvision_weights + ", or 'random' (seeded random weights and BatchNorm)")
+  p.add_argument("--dtype", choices=sorted(TOLERANCES), default="float32",
+                 help="compute dtype of the Flax model")
+  p.add_argument("--precision", default="highest", choices=("highest", "high", "default"),
+                 help="JAX matmul precision")
+  p.add_argument("--batch", type=int, default=4, help="random inputs per batch")
+  p.add_argument("--size", type=int, default=224, help="side of the random inputs")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--no-photos", action="store_true", help="skip scikit-image's sample photos")
+  p.add_argument("--rtol", type=float, help="max relative error of the logits (default per dtype)")
+  p.add_argument("--min-top1", type=float, help="min top-1 agreement, 0..1 (default per dtype)")
+  p.set_defaults(run=cmd_verify)
+
+  p = sub.add_parser("predict", help="print the top classes of images")
+  _weights_arguments(p, torchvision_weights + ", or a checkpoint directory")
+  p.add_argument("--top", type=int, default=5)
+  p.add_argument("images", nargs="+", help="image files")
+  p.set_defaults(run=cmd_predict)
+
+  p = sub.add_parser("export", help="Orbax checkpoint -> torchvision state_dict (.pth or .safetensors)")
+  p.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
+  p.add_argument("--out", required=True, help="model.pth (needs torch) or model.safetensors")
+  p.add_argument("--arch", help="override the architecture recorded in the checkpoint")
+  p.set_defaults(run=cmd_export)
+
+  p = sub.add_parser("plot", help="plot the training curves of a workdir")
+  p.add_argument("workdir")
+  p.add_argument("--out", help="PNG file to write")
+  p.set_defaults(run=cmd_plot)
+  return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  package_log = logging.getLogger("resnet_jax")
+  package_log.addHandler(handler)
+  package_log.setLevel(logging.INFO)
+  try:
+    return args.run(args)
+  # convert's ConversionError and CheckpointError are ValueErrors, hub's DownloadError an OSError.
+  except (_Error, ImportError, OSError, ValueError) as e:
+    print(f"resnet-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  finally:
+    package_log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,443 @@
+"""torchvision <-> Flax ResNet variables: a key map, a transpose, and strict key/shape checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from resnet_jax.models import Bottleneck, dense_kernel_init, get_model
+
+log = logging.getLogger(__name__)
+
+# The architectures torchvision ships; any registered name is accepted when given explicitly
+# (a torchvision ResNet with a 3x3 stem loads into 'resnet18_cifar', say), but only these are inferred.
+TORCHVISION_ARCHS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+    "wide_resnet50_2", "wide_resnet101_2",
+)
+
+# (Flax collection, leaf name) -> torchvision parameter or buffer name.
+_LEAVES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+_MODULES = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
+# Keys a training script wraps a state_dict in; 'module.' is what DataParallel/DDP prefix.
+_WRAPPERS = ("state_dict", "model_state_dict", "model")
+_PREFIX = "module."
+_LISTED = 20  # keys shown per kind in an error before "... and N more"
+
+
+class ConversionError(ValueError):
+  """A state_dict that does not fit the architecture.
+
+  Attributes:
+    missing: torchvision keys the architecture needs that the state_dict lacks.
+    unexpected: keys of the state_dict the architecture does not have.
+    misshaped: (key, expected shape, found shape) for keys present in both.
+  """
+
+  def __init__(self, message: str, missing=(), unexpected=(), misshaped=()):
+    super().__init__(message)
+    self.missing = list(missing)
+    self.unexpected = list(unexpected)
+    self.misshaped = list(misshaped)
+
+
+class CheckpointError(ValueError):
+  """A file that is not a readable checkpoint: truncated, of another format, or unsafe to unpickle."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Inferred:
+  """What `infer_arch` read from a state_dict: a registered name and the classifier size."""
+  arch: str
+  num_classes: Optional[int]
+
+  def __str__(self):
+    head = f"num_classes={self.num_classes}" if self.num_classes else "headless (no fc)"
+    return f"{self.arch}, {head}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Key map and layout.
+
+def torch_key(path: tuple[str, ...]) -> str:
+  """The torchvision key of a flattened Flax variable path.
+
+  ('params', 'layer2_0', 'downsample_conv', 'kernel') -> 'layer2.0.downsample.0.weight'.
+  """
+  collection, *modules, leaf = path
+  names = []
+  for module in modules:
+    if module.startswith("layer") and "_" in module:
+      module = module.replace("_", ".", 1)
+    names.append(_MODULES.get(module, module))
+  if (collection, leaf) not in _LEAVES:
+    raise ConversionError(f"no torchvision name for variable {'/'.join(path)}")
+  return ".".join(names + [_LEAVES[collection, leaf]])
+
+
+def _to_torch_layout(value: np.ndarray) -> np.ndarray:
+  if value.ndim == 4:  # conv kernel HWIO -> OIHW; grouped convs keep I = in_channels / groups in both
+    return np.transpose(value, (3, 2, 0, 1))
+  if value.ndim == 2:  # nn.Dense (in, out) -> nn.Linear (out, in)
+    return value.T
+  return value
+
+
+def _to_flax_layout(value: np.ndarray) -> np.ndarray:
+  if value.ndim == 4:
+    return np.transpose(value, (2, 3, 1, 0))
+  if value.ndim == 2:
+    return value.T
+  return value
+
+
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  if len(shape) == 4:
+    return (shape[3], shape[2], shape[0], shape[1])
+  return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
+
+
+@functools.lru_cache(maxsize=None)
+def torchvision_layout(arch: str, num_classes: Optional[int]) -> dict[str, tuple[tuple, tuple]]:
+  """torchvision key -> (Flax path, torchvision shape) of every variable of `arch`, in model order.
+
+  Traced from the Flax model itself (`jax.eval_shape`, no computation), so the expected layout can
+  never drift from `models.py`. `num_batches_tracked` buffers are not listed: they hold no weights.
+  """
+  model = get_model(arch, num_classes=num_classes)
+  x = jnp.zeros((1, 64, 64, model.in_channels), jnp.float32)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  flat = traverse_util.flatten_dict(shapes)
+  return {torch_key(path): (path, _torch_shape(s.shape)) for path, s in flat.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading state_dicts.
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Reads a `.safetensors` file (no torch needed) or a `.pth`/`.pt` file (weights only, no code).
+
+  Raises:
+    FileNotFoundError: no such file.
+    CheckpointError: the file is truncated, not a checkpoint, or would need arbitrary code to unpickle.
+    ImportError: a `.pth` file without torch installed.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no checkpoint file at {path}")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    try:
+      return load_file(path)
+    except Exception as e:  # safetensors raises its own error types for bad headers and short files
+      raise CheckpointError(f"{path} is not a readable .safetensors file (truncated or another "
+                            f"format?): {e}") from e
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f"reading {path} needs PyTorch: pip install 'resnet-jax[torch]', or convert "
+                      "the file to .safetensors, which loads without it") from e
+  try:
+    # weights_only: tensors and plain containers only; a pickle that names any other object fails
+    # here instead of running its code.
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... depending on damage
+    raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, another format, "
+                          f"or pickled objects other than tensors): {e}") from e
+  return _unwrap(obj, path)
+
+
+def _unwrap(obj: Any, where: str) -> dict[str, Any]:
+  """The flat state_dict inside what a training script saved: {'state_dict': ...}, 'module.' keys."""
+  if isinstance(obj, Mapping):
+    for key in _WRAPPERS:
+      if isinstance(obj.get(key), Mapping) and not hasattr(obj[key], "shape"):
+        log.info("%s: using the state_dict stored under %r", where, key)
+        obj = obj[key]
+        break
+  if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
+    raise CheckpointError(f"{where} does not hold a state_dict (a mapping of names to tensors); "
+                          f"found {type(obj).__name__}")
+  if obj and all(k.startswith(_PREFIX) for k in obj):
+    log.info("%s: removing the %r prefix of DataParallel", where, _PREFIX)
+    obj = {k[len(_PREFIX):]: v for k, v in obj.items()}
+  return dict(obj)
+
+
+def _numpy(value: Any) -> np.ndarray:
+  if hasattr(value, "detach"):  # a torch.Tensor; numpy has no bfloat16, so floats go via float32
+    value = value.detach().cpu()
+    return (value.float() if value.is_floating_point() else value).numpy()
+  return np.asarray(value)
+
+
+def state_dict_of(source: Any) -> dict[str, np.ndarray]:
+  """The flat numpy state_dict of a mapping, a torch module or a checkpoint path."""
+  if isinstance(source, (str, os.PathLike)):
+    state = load_state_dict(source)
+  elif hasattr(source, "state_dict") and callable(source.state_dict):
+    state = dict(source.state_dict())
+  else:
+    state = _unwrap(source, "the given object")
+  return {k: _numpy(v) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion.
+
+def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
+  """Names the torchvision architecture a state_dict belongs to, from its keys and shapes.
+
+  Reads the block type (a `conv3` means Bottleneck), the number of blocks per stage, the grouping and
+  width of the first 3x3 convolution (ResNeXt, Wide ResNet) and the classifier's size.
+
+  Raises:
+    ConversionError: no torchvision ResNet has that structure.
+  """
+  if "layer1.0.conv1.weight" not in state_dict:
+    some = ", ".join(list(state_dict)[:8])
+    raise ConversionError(f"not a ResNet state_dict (no 'layer1.0.conv1.weight'); keys start: {some}")
+  bottleneck = "layer1.0.conv3.weight" in state_dict
+  sizes = []
+  while f"layer{len(sizes) + 1}.0.conv1.weight" in state_dict:
+    i = len(sizes) + 1
+    sizes.append(sum(1 for j in range(10_000) if f"layer{i}.{j}.conv1.weight" in state_dict))
+  groups, width_per_group = 1, 64
+  if bottleneck:
+    width, in_per_group = state_dict["layer1.0.conv2.weight"].shape[:2]
+    planes = state_dict["layer1.0.conv3.weight"].shape[0] // Bottleneck.expansion
+    groups = width // in_per_group
+    width_per_group = width // groups * 64 // planes
+  fc = state_dict.get("fc.weight")
+  num_classes = int(fc.shape[0]) if fc is not None else None
+  found = ("Bottleneck" if bottleneck else "BasicBlock", tuple(sizes), groups, width_per_group)
+  for arch in TORCHVISION_ARCHS:
+    m = get_model(arch)
+    if (m.block.__name__, tuple(m.stage_sizes), m.groups, m.width_per_group) == found:
+      return Inferred(arch, num_classes)
+  raise ConversionError(
+      f"no torchvision ResNet has {found[0]} blocks {found[1]}, groups={groups} and "
+      f"width_per_group={width_per_group}; pass arch= one of {', '.join(TORCHVISION_ARCHS)}")
+
+
+def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Optional[int]) -> None:
+  """Raises `ConversionError` listing every missing, unexpected and mis-shaped key, if any."""
+  expected = torchvision_layout(arch, num_classes)
+  found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  missing = [k for k in expected if k not in found]
+  unexpected = [k for k in found if k not in expected]
+  misshaped = [(k, expected[k][1], found[k]) for k in expected
+               if k in found and found[k] != expected[k][1]]
+  if not (missing or unexpected or misshaped):
+    return
+  head = f"num_classes={num_classes}" if num_classes else "no classifier"
+  lines = [f"the state_dict does not fit {arch} ({head}):"]
+  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                       ("mis-shaped keys (expected vs found)", misshaped)):
+    if items:
+      lines.append(f"  {title} ({len(items)}):")
+      for item in items[:_LISTED]:
+        lines.append(f"    {item[0]}: {item[1]} vs {item[2]}" if isinstance(item, tuple)
+                     else f"    {item}")
+      if len(items) > _LISTED:
+        lines.append(f"    ... and {len(items) - _LISTED} more")
+  try:
+    guess = infer_arch(state_dict)
+    if guess.arch != arch:
+      lines.append(f"  its keys and shapes look like {guess.arch}; pass arch={guess.arch!r}")
+  except ConversionError:
+    pass
+  raise ConversionError("\n".join(lines), missing, unexpected, misshaped)
+
+
+def from_torchvision(source: Any, arch: Optional[str] = None) -> dict[str, dict]:
+  """Converts torchvision ResNet weights to Flax variables for `models.get_model(arch)`.
+
+  The classifier size is read from `fc.weight` (a state_dict without `fc` gives a headless model's
+  variables: build it with `get_model(arch, num_classes=None)`). Floating-point values become float32.
+  `num_batches_tracked` is dropped: Flax's BatchNorm uses a fixed momentum and does not count.
+
+  Args:
+    source: a state_dict (of torch tensors or numpy arrays), a torch module, or the path of a
+      `.pth`/`.pt` file (loaded with `weights_only=True`) or of a `.safetensors` file (no torch needed).
+    arch: a registered model name; inferred from the keys and shapes when None, and logged (INFO).
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} as nested dicts of numpy arrays.
+
+  Raises:
+    ConversionError: the weights do not fit `arch` (listing missing, unexpected and mis-shaped keys).
+    CheckpointError: `source` is a file that cannot be read as a checkpoint.
+  """
+  state = state_dict_of(source)
+  if arch is None:
+    inferred = infer_arch(state)
+    log.info("inferred architecture: %s", inferred)
+    arch, num_classes = inferred.arch, inferred.num_classes
+  else:
+    num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+    if num_classes is None:
+      log.info("no fc.weight: converting %s without a classifier", arch)
+  check_state_dict(state, arch, num_classes)
+  flat = {}
+  for key, (path, _) in torchvision_layout(arch, num_classes).items():
+    value = state[key]
+    if np.issubdtype(value.dtype, np.floating):
+      value = value.astype(np.float32)
+    flat[path] = np.ascontiguousarray(_to_flax_layout(value))
+  return traverse_util.unflatten_dict(flat)
+
+
+def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
+                   as_numpy: bool = False) -> dict[str, Any]:
+  """Converts Flax variables to a state_dict that torchvision's model loads with `strict=True`.
+
+  Adds each BatchNorm's `num_batches_tracked` (0: Flax does not count batches). Values are float32.
+
+  Args:
+    variables: {'params', 'batch_stats'} of a ResNet from `models.get_model`.
+    arch: when given, the variables are checked against it (keys and shapes) first.
+    as_numpy: return numpy arrays instead of torch tensors (for safetensors, and without torch).
+
+  Returns:
+    An ordered dict from torchvision key to tensor (or array).
+  """
+  flat = traverse_util.flatten_dict({k: variables[k] for k in ("params", "batch_stats")
+                                     if k in variables})
+  state = {}
+  for path, value in flat.items():
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.floating) or value.dtype.kind == "V":  # V: ml_dtypes bfloat16
+      value = value.astype(np.float32)
+    state[torch_key(path)] = np.ascontiguousarray(_to_torch_layout(value))
+    if path[0] == "batch_stats" and path[-1] == "var":
+      module = torch_key(path).rsplit(".", 1)[0]
+      state[f"{module}.num_batches_tracked"] = np.zeros((), np.int64)
+  if arch is not None:
+    num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+    check_state_dict(state, arch, num_classes)
+  if as_numpy:
+    return state
+  import torch
+  return {k: torch.from_numpy(v) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification against torchvision (tests, `resnet-jax verify`, benchmarks/verify_gpu.py).
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+  """How closely a batch of logits follows a reference batch.
+
+  Attributes:
+    max_abs: largest absolute difference.
+    rel: `max_abs` over the largest reference magnitude. Element-wise relative error is not used:
+      it is unbounded for logits near zero, which every batch has.
+    top1: fraction of samples with the same arg max.
+    top5: fraction of samples with the same set of five highest classes.
+  """
+  max_abs: float
+  rel: float
+  top1: float
+  top5: float
+
+  def __str__(self):
+    return (f"max abs {self.max_abs:.3g}  rel {self.rel:.3g}  top-1 {self.top1:.1%}  "
+            f"top-5 {self.top5:.1%}")
+
+
+def compare_logits(logits: Any, reference: Any) -> Agreement:
+  """Compares `logits` (batch, classes) with `reference`, e.g. Flax's with torchvision's."""
+  a = np.asarray(logits, np.float64)
+  b = np.asarray(reference, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"logits of shape {a.shape} and {b.shape} cannot be compared")
+  max_abs = float(np.max(np.abs(a - b)))
+  k = min(5, a.shape[-1])
+  top_a = np.sort(np.argsort(-a, axis=-1)[:, :k], axis=-1)
+  top_b = np.sort(np.argsort(-b, axis=-1)[:, :k], axis=-1)
+  return Agreement(
+      max_abs=max_abs,
+      rel=max_abs / max(float(np.max(np.abs(b))), np.finfo(np.float32).tiny),
+      top1=float(np.mean(a.argmax(-1) == b.argmax(-1))),
+      top5=float(np.mean(np.all(top_a == top_b, axis=-1))))
+
+
+def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
+  """torchvision's `arch` (random weights, eval mode), optionally with randomised BatchNorm.
+
+  Args:
+    arch: one of `TORCHVISION_ARCHS`.
+    seed: when given, the weights are drawn from this seed and every BatchNorm gets a random weight,
+      bias, running mean and running variance, so that a conversion test exercises all four (a fresh
+      model has 1, 0, 0, 1, which would hide a swapped or dropped statistic).
+    **kwargs: torchvision's options: num_classes, zero_init_residual, replace_stride_with_dilation.
+  """
+  from resnet_jax._torchvision import import_torchvision
+  torchvision = import_torchvision()
+  import torch
+  if arch not in TORCHVISION_ARCHS:
+    raise ValueError(f"torchvision has no {arch!r}; it has {', '.join(TORCHVISION_ARCHS)}")
+  if seed is None:
+    return torchvision.models.get_model(arch, weights=None, **kwargs).eval()
+  with torch.random.fork_rng(devices=[]):  # leave the caller's global torch RNG alone
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    with torch.no_grad():
+      for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+          m.weight.uniform_(0.5, 1.5)
+          m.bias.normal_(0.0, 0.2)
+          m.running_mean.normal_(0.0, 0.2)
+          m.running_var.uniform_(0.5, 2.0)
+  return model.eval()
+
+
+def run_torchvision(model, images: Any, train: bool = False) -> np.ndarray:
+  """torchvision `model`'s float32 outputs on NHWC `images`, in eval mode unless `train`.
+
+  In train mode the model's running statistics are updated, as torch does.
+  """
+  import torch
+  x = torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+  x = x.to(next(model.parameters()).device)
+  model.train(train)
+  try:
+    with torch.no_grad():
+      return model(x).float().cpu().numpy()
+  finally:
+    model.eval()
+
+
+def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[int],
+                 seed: int = 0) -> dict:
+  """The same variables with a new classifier of `num_classes` outputs (none for 0 or None).
+
+  The new `fc` is initialised as `models.ResNet` (and torch's nn.Linear) initialise theirs, for
+  fine-tuning on another label set.
+  """
+  params = {k: v for k, v in variables["params"].items() if k != "fc"}
+  if num_classes:
+    features = torchvision_layout(arch, num_classes)["fc.weight"][1][1]
+    kernel_key, bias_key = jax.random.split(jax.random.key(seed))
+    limit = 1.0 / np.sqrt(features)
+    params["fc"] = {
+        "kernel": np.asarray(dense_kernel_init(kernel_key, (features, num_classes), jnp.float32)),
+        "bias": np.asarray(jax.random.uniform(bias_key, (num_classes,), jnp.float32, -limit, limit)),
+    }
+  return {**variables, "params": params}
