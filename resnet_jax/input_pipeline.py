@@ -1,0 +1,360 @@
+"""Image-classification input: TFDS / image-folder / in-memory / synthetic sources -> Grain -> device batches.
+
+Every source is a random-access sequence of `{'image': uint8 HWC, 'label': int}`, so one Grain
+`MapDataset` pipeline serves them all: shuffle (a fresh order each epoch), augment with a per-example
+seeded generator, take this process's shard, batch. Positions are plain integers, so the iterator's
+state is tiny and a restarted run reads exactly the batches it would have read.
+
+Preparing a TFDS dataset (once, on a machine with TensorFlow; training itself needs none)::
+
+  pip install tensorflow tensorflow-datasets
+  # cifar10 downloads itself; imagenet2012 needs ILSVRC2012_img_{train,val}.tar placed in
+  # ~/tensorflow_datasets/downloads/manual/ first (https://www.tensorflow.org/datasets/catalog/imagenet2012).
+  tfds build cifar10 --data_dir ~/tensorflow_datasets
+  tfds build imagenet2012 --data_dir ~/tensorflow_datasets --file_format=array_record
+
+`--file_format=array_record` matters: `tfds.data_source` needs random access, which TFRecord
+files do not offer. Then train with `--config.dataset=cifar10 --config.data_dir=~/tensorflow_datasets`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+import zlib
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import grain
+import numpy as np
+from PIL import Image
+
+Example = dict[str, Any]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# ImageNet statistics, on the 0-255 scale (torchvision's 0-1 values times 255).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources: random-access sequences of {'image': uint8 (H, W, C), 'label': int}.
+
+class InMemorySource:
+  """Images and labels held in numpy arrays; `images` is (N, H, W, C) uint8."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: Optional[int] = None):
+    if images.ndim != 4 or images.dtype != np.uint8:
+      raise ValueError(f"images must be uint8 of shape (N, H, W, C), got {images.dtype} {images.shape}")
+    if len(images) != len(labels):
+      raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    self.images, self.labels = images, np.asarray(labels, np.int64)
+    self.num_classes = num_classes or int(self.labels.max()) + 1
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def __getitem__(self, index: int) -> Example:
+    return {"image": self.images[index], "label": int(self.labels[index])}
+
+
+class ImageFolderSource:
+  """`root/<class_name>/*.jpg`, ImageNet's usual layout; classes are the sorted folder names."""
+
+  def __init__(self, root: str):
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"image folder {root!r} does not exist (expected root/<class>/*.jpg)")
+    self.classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    self.files = [(os.path.join(root, c, f), i) for i, c in enumerate(self.classes)
+                  for f in sorted(os.listdir(os.path.join(root, c)))
+                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not self.files:
+      raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}/<class>/")
+    self.num_classes = len(self.classes)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> Example:
+    path, label = self.files[index]
+    with Image.open(path) as image:
+      return {"image": np.asarray(image.convert("RGB")), "label": label}
+
+
+class SyntheticSource:
+  """Random images, for throughput benchmarks: each example is generated from its index."""
+
+  def __init__(self, num_examples: int, image_shape: Sequence[int], num_classes: int, seed: int = 0):
+    self.num_examples, self.image_shape = num_examples, tuple(image_shape)
+    self.num_classes, self.seed = num_classes, seed
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def __getitem__(self, index: int) -> Example:
+    rng = np.random.default_rng((self.seed, index))
+    return {"image": rng.integers(0, 256, self.image_shape, np.uint8),
+            "label": int(rng.integers(self.num_classes))}
+
+
+class TfdsSource:
+  """A prepared TFDS dataset read through `tfds.data_source` (ArrayRecord files, no TensorFlow)."""
+
+  def __init__(self, name: str, split: str, data_dir: Optional[str] = None):
+    import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this needs it.
+    try:
+      builder = tfds.builder(name, data_dir=data_dir or None)
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+    except Exception as e:  # TFDS raises several types for "not prepared"; all mean the same here.
+      raise FileNotFoundError(
+          f"TFDS dataset {name!r} (split {split!r}) is not prepared in "
+          f"{data_dir or '~/tensorflow_datasets'}: {e}\nPrepare it once with TensorFlow installed: "
+          f"`tfds build {name} --file_format=array_record` (see resnet_jax/input_pipeline.py)") from e
+    self.num_classes = builder.info.features["label"].num_classes
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> Example:
+    example = self._source[index]
+    return {"image": np.asarray(example["image"]), "label": int(example["label"])}
+
+
+def digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> InMemorySource:
+  """scikit-learn's 1797 handwritten digits (8x8, one channel), split 80/20 with stratification.
+
+  The 0-16 ink levels are scaled to 0-255 uint8, so the digits go through the same pipeline as
+  photographs.
+  """
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+  data = load_digits()
+  images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  train_x, test_x, train_y, test_y = train_test_split(
+      images, data.target, test_size=test_fraction, random_state=seed, stratify=data.target)
+  if split not in ("train", "test"):
+    raise ValueError(f"digits has splits 'train' and 'test', not {split!r}")
+  x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
+  return InMemorySource(x, y, num_classes=10)
+
+
+def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = "",
+               image_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
+               synthetic_examples: int = 1281167):
+  """Builds a source by kind: 'tfds' (`dataset` by name), 'folder' (`data_dir/split/<class>/`),
+  'digits', or 'synthetic' (`synthetic_examples` images of `image_shape` in `num_classes` classes).
+  """
+  if source == "tfds":
+    return TfdsSource(dataset, split, os.path.expanduser(data_dir) if data_dir else None)
+  if source == "folder":
+    return ImageFolderSource(os.path.join(os.path.expanduser(data_dir), split))
+  if source == "digits":
+    return digits(split)
+  if source == "synthetic":
+    # A different seed per split, so the eval images are not the training images.
+    return SyntheticSource(synthetic_examples, image_shape, num_classes, seed=zlib.crc32(split.encode()))
+  raise ValueError(f"unknown data source {source!r}; expected 'tfds', 'folder', 'digits' or 'synthetic'")
+
+
+# ----------------------------------------------------------------------------------------------
+# Preprocessing on the host, in numpy/PIL, uint8 in and out: a uint8 batch is a quarter of the
+# bytes of a float32 one on its way to the device, where `normalize` runs inside the step.
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Bilinear resize (PIL, antialiased when shrinking, as torchvision's PIL path)."""
+  if image.shape[:2] == (height, width):
+    return image
+  channels = image.shape[-1]
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  out = np.asarray(pil.resize((width, height), Image.BILINEAR))
+  return out[..., None] if channels == 1 else out
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
+                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+  """torchvision's RandomResizedCrop: 10 tries at a random area and log-uniform aspect ratio,
+  then a center crop of the clamped ratio."""
+  h, w = image.shape[:2]
+  area = h * w
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    cw = int(round(math.sqrt(target_area * aspect)))
+    ch = int(round(math.sqrt(target_area / aspect)))
+    if 0 < cw <= w and 0 < ch <= h:
+      top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      return resize(image[top:top + ch, left:left + cw], size, size)
+  in_ratio = w / h
+  if in_ratio < ratio[0]:
+    cw, ch = w, int(round(w / ratio[0]))
+  elif in_ratio > ratio[1]:
+    cw, ch = int(round(h * ratio[1])), h
+  else:
+    cw, ch = w, h
+  top, left = (h - ch) // 2, (w - cw) // 2
+  return resize(image[top:top + ch, left:left + cw], size, size)
+
+
+def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, pad: int = 4):
+  """The paper's CIFAR scheme (sec. 4.2): zero-pad 4 pixels per side, take a random size x size crop."""
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  top = rng.integers(0, padded.shape[0] - size + 1)
+  left = rng.integers(0, padded.shape[1] - size + 1)
+  return padded[top:top + size, left:left + size]
+
+
+def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """Resize the shorter side to size / crop_fraction (256 for 224), then take the central size x size."""
+  h, w = image.shape[:2]
+  short = int(round(size / crop_fraction))
+  if (h, w) != (short, short):
+    scale = short / min(h, w)
+    image = resize(image, max(short, int(round(h * scale))), max(short, int(round(w * scale))))
+  h, w = image.shape[:2]
+  top, left = (h - size) // 2, (w - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+# Training augmentations: fn(image, rng, size) -> image; evaluation protocols: fn(image, size,
+# crop_fraction) -> image (or (crops, H, W, C): `train_lib.eval_step` averages over crops).
+# This is the one place `config.augment` and `config.eval_protocol` are resolved; other modules
+# (resnet_jax.protocols) add theirs with `register_augmentation` / `register_eval_protocol`.
+AUGMENTATIONS: dict[str, Callable] = {
+    "torchvision": lambda image, rng, size: random_flip(random_resized_crop(image, rng, size), rng),
+    "cifar": lambda image, rng, size: random_flip(pad_and_random_crop(image, rng, size), rng),
+    "none": lambda image, rng, size: resize(image, size, size),
+}
+EVAL_PROTOCOLS: dict[str, Callable] = {"center": center_crop}
+
+
+def register_augmentation(name: str, fn: Callable) -> None:
+  if name in AUGMENTATIONS:
+    raise ValueError(f"augmentation {name!r} is already registered")
+  AUGMENTATIONS[name] = fn
+
+
+def register_eval_protocol(name: str, fn: Callable) -> None:
+  if name in EVAL_PROTOCOLS:
+    raise ValueError(f"evaluation protocol {name!r} is already registered")
+  EVAL_PROTOCOLS[name] = fn
+
+
+def _lookup(table: dict, name: str, what: str) -> Callable:
+  if name not in table:
+    raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))}")
+  return table[name]
+
+
+def normalize(images, mean, std):
+  """(images - mean) / std in float32; runs on the device, inside the step."""
+  return (images.astype("float32") - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grain pipelines.
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
+                     f"{process_count} processes")
+  return global_batch_size // process_count
+
+
+def train_dataset(source, *, global_batch_size: int, image_size: int, augment: str, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """An endless stream of this process's training batches.
+
+  Global example k is the same on every process count: the order is one shuffled stream (a new
+  shuffle per epoch), each example augmented with a generator seeded by (seed, k). Process p takes
+  examples p, p + P, ...; global batch i is then examples [i*B, (i+1)*B) of the stream whatever P is,
+  so one process and many compute the same steps.
+  """
+  fn = _lookup(AUGMENTATIONS, augment, "augmentation")
+  local = _local_batch_size(global_batch_size, process_count)
+
+  def transform(example, rng):
+    return {"image": fn(example["image"], rng, image_size),
+            "label": np.int32(example["label"])}
+
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  ds = ds.random_map(transform, seed=seed)
+  return ds[process_index::process_count].batch(local, drop_remainder=True)
+
+
+def eval_dataset(source, *, global_batch_size: int, image_size: int, eval_protocol: str,
+                 crop_fraction: float, process_index: int = 0,
+                 process_count: int = 1) -> grain.MapDataset:
+  """This process's evaluation batches: the split padded to whole global batches, with a 'mask'
+  that is 1 for real examples and 0 for padding, so each example is counted exactly once."""
+  fn = _lookup(EVAL_PROTOCOLS, eval_protocol, "evaluation protocol")
+  local = _local_batch_size(global_batch_size, process_count)
+  n = len(source)
+  padded = -(-n // global_batch_size) * global_batch_size
+
+  def load(index):
+    example = source[index if index < n else 0]
+    return {"image": fn(example["image"], image_size, crop_fraction),
+            "label": np.int32(example["label"]), "mask": np.float32(index < n)}
+
+  ds = grain.MapDataset.range(padded).map(load)
+  return ds[process_index::process_count].batch(local, drop_remainder=True)
+
+
+class DeviceIterator:
+  """Batches placed on the devices `prefetch` steps ahead, with the Grain position of each.
+
+  `put` turns a local numpy batch into device arrays (train_lib knows the sharding). Device
+  transfers are asynchronous, so keeping a few in flight hides them behind the step. Because the
+  Grain iterator runs ahead of the training loop, `get_state` reports the position after the last
+  batch *returned*, which is what a checkpoint must record.
+  """
+
+  def __init__(self, dataset: grain.MapDataset, put: Callable, prefetch: int = 2,
+               num_threads: int = 4):
+    self._iter = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(16, 4 * num_threads))
+    ).__iter__()
+    self._put, self._prefetch = put, prefetch
+    self._queue: collections.deque = collections.deque()
+    self._state = self._iter.get_state()
+
+  def __iter__(self) -> Iterator:
+    return self
+
+  def __next__(self):
+    while len(self._queue) <= self._prefetch:
+      batch = next(self._iter, None)
+      if batch is None:  # A finite split ran out; what is queued is still to be returned.
+        break
+      self._queue.append((self._put(batch), self._iter.get_state()))
+    if not self._queue:
+      raise StopIteration
+    batch, self._state = self._queue.popleft()
+    return batch
+
+  def get_state(self) -> bytes:
+    return json.dumps(self._state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self._queue.clear()
+    self._state = json.loads(state)
+    self._iter.set_state(self._state)
+
+  def start_prefetch(self) -> None:
+    """Called by Grain's Orbax handler after a restore; the queue refills on the next batch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedPosition:
+  """A snapshot of `DeviceIterator.get_state()` for Grain's Orbax handler: an async checkpoint must
+  record the position at the time of the save, not whatever it is when the write runs."""
+  state: bytes
+
+  def get_state(self) -> bytes:
+    return self.state

@@ -1,0 +1,561 @@
+"""Training: TrainState, the pure train/eval steps, optimizer and schedules, device layouts, the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import serialization, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from resnet_jax import checkpoints, input_pipeline, models
+
+log = logging.getLogger(__name__)
+PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
+MESH_AXIS = "data"   # The mesh axis the batch is split along in 'jit' mode.
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------------------------
+# Model, optimizer, schedule.
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 axis_name: Optional[str] = None) -> models.ResNet:
+  """The configured architecture, with `config.model_overrides` applied and the compute dtype."""
+  overrides = dict(config.model_overrides)
+  return models.get_model(config.model, num_classes=num_classes, dtype=compute_dtype(config.dtype),
+                          axis_name=axis_name, **overrides)
+
+
+def compute_dtype(name: str):
+  """'auto' is bfloat16 on GPU/TPU (float32 parameters and BN statistics stay) and float32 on CPU,
+  where bfloat16 is emulated and slower."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  if name not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
+  return jnp.dtype(name)
+
+
+def learning_rate_schedule(*, learning_rate: float, kind: str, total_steps: int,
+                           boundaries: tuple = (), decay_factor: float = 0.1, warmup_steps: int = 0,
+                           warmup_type: str = "linear", warmup_factor: float = 0.0) -> optax.Schedule:
+  """The learning rate at each step.
+
+  Args:
+    learning_rate: the peak rate (already scaled with the batch size).
+    kind: 'step' (multiply by `decay_factor` at each of `boundaries`, in steps from the start, as
+      the paper), 'cosine' (to zero at `total_steps`, starting after the warm-up) or 'constant'.
+    warmup_steps: steps of warm-up before the main schedule; 'linear' ramps from
+      `warmup_factor * learning_rate` to `learning_rate`, 'constant' holds `warmup_factor *
+      learning_rate` (the paper's ResNet-110: 0.01 for the first 400 iterations, then 0.1).
+  """
+  if kind == "step":
+    main = optax.piecewise_constant_schedule(learning_rate, {int(b): decay_factor for b in boundaries})
+  elif kind == "cosine":
+    cosine = optax.cosine_decay_schedule(learning_rate, max(total_steps - warmup_steps, 1))
+    main = lambda step: cosine(jnp.maximum(step - warmup_steps, 0))
+  elif kind == "constant":
+    main = optax.constant_schedule(learning_rate)
+  else:
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; expected 'step', 'cosine' or 'constant'")
+  if not warmup_steps:
+    return main
+  if warmup_type == "linear":
+    warm = optax.linear_schedule(warmup_factor * learning_rate, learning_rate, warmup_steps)
+  elif warmup_type == "constant":
+    warm = optax.constant_schedule(warmup_factor * learning_rate)
+  else:
+    raise ValueError(f"unknown warm-up {warmup_type!r}; expected 'linear' or 'constant'")
+  return lambda step: jnp.where(step < warmup_steps, warm(step), main(step))
+
+
+def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: bool,
+                     weight_decay: float, exclude_bn_and_bias: bool) -> optax.GradientTransformation:
+  """SGD with momentum and decoupled-from-the-loss L2 weight decay.
+
+  The decay is added to the gradient before momentum, which is what PyTorch's
+  `SGD(weight_decay=...)` and the paper do; with `exclude_bn_and_bias`, vectors (BatchNorm scales
+  and biases, the classifier bias) are not decayed.
+  """
+  mask = (lambda params: jax.tree.map(lambda p: p.ndim > 1, params)) if exclude_bn_and_bias else None
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
+                     optax.sgd(schedule, momentum=momentum, nesterov=nesterov))
+
+
+def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_shape: tuple,
+                  seed: int) -> TrainState:
+  """A fresh state on the host (numpy), the same on every process for the same seed."""
+  @jax.jit
+  def init(rng):
+    variables = model.init(rng, jnp.zeros((1, *image_shape), model.dtype), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  return jax.device_get(init(jax.random.key(seed)))
+
+
+def load_pretrained(state: TrainState, directory: str) -> TrainState:
+  """Replaces `state`'s params and batch_stats with those saved in `directory`.
+
+  `directory` is a `save_variables` checkpoint (e.g. a converted torchvision model) or a training
+  workdir. The classifier ('fc') keeps its fresh initialisation when its shape differs (another
+  number of classes); any other mismatch is an error.
+  """
+  variables, _ = checkpoints.load_variables(directory)
+  ours = {"params": state.params, "batch_stats": state.batch_stats}
+  flat_ours = dict(_flatten(ours))
+  flat_theirs = dict(_flatten(variables))
+  merged = {}
+  for path, value in flat_ours.items():
+    if path not in flat_theirs:
+      raise ValueError(f"init_from {directory}: no variable {'/'.join(path)} in the checkpoint")
+    theirs = flat_theirs[path]
+    if theirs.shape == value.shape:
+      merged[path] = np.asarray(theirs, value.dtype)
+    elif path[1] == "fc":
+      log.info("init_from: new classifier %s %s (checkpoint has %s)", "/".join(path),
+                   value.shape, theirs.shape)
+      merged[path] = value
+    else:
+      raise ValueError(f"init_from {directory}: {'/'.join(path)} has shape {theirs.shape}, "
+                       f"the model expects {value.shape}")
+  loaded = _unflatten(merged)
+  return state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
+
+
+def _flatten(tree, prefix=()):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flatten(value, prefix + (key,))
+    else:
+      yield prefix + (key,), value
+
+
+def _unflatten(flat: dict) -> dict:
+  out: dict = {}
+  for path, value in flat.items():
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps. Pure functions of (state, batch); everything else is bound with functools.partial.
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
+               tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
+               label_smoothing: float = 0.0, axis_name: Optional[str] = None,
+               average_batch_stats: bool = False) -> tuple[TrainState, dict]:
+  """One SGD step on a batch {'image': uint8 NHWC, 'label': int}.
+
+  Args:
+    axis_name: under `pmap`, the axis to average gradients and metrics over. Under `jit` with a
+      sharded batch the means below already run over the global batch, so it is None.
+    average_batch_stats: under `pmap` with per-device BatchNorm, average the running statistics
+      after the step so the replicas stay identical (what gets evaluated and saved).
+
+  Returns:
+    (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate').
+  """
+  chex.assert_rank(batch["image"], 4)
+  # Normalised in float32, then cast to the compute dtype (bfloat16 on accelerators).
+  images = input_pipeline.normalize(batch["image"], mean, std).astype(model.dtype)
+  labels = batch["label"]
+
+  def loss_fn(params):
+    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                  train=True, mutable=["batch_stats"])
+    return cross_entropy(logits, labels, label_smoothing).mean(), (logits, updates["batch_stats"])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
+  if axis_name is not None:
+    # Each device's loss is the mean over its 1/n of the batch, so the mean of the n gradients is
+    # the gradient of the global-batch loss: the same update as one device on the whole batch.
+    grads = jax.lax.pmean(grads, axis_name)
+    loss, accuracy = jax.lax.pmean((loss, accuracy), axis_name)
+    if average_batch_stats:
+      batch_stats = jax.lax.pmean(batch_stats, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "accuracy": accuracy,
+             "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, model: models.ResNet, mean, std,
+              axis_name: Optional[str] = None) -> dict:
+  """Sums over the batch's real examples (mask 1) of loss, top-1 and top-5 hits, and their count.
+
+  Images of rank 5, (batch, crops, H, W, C), are evaluated crop by crop and the class
+  probabilities averaged (multi-crop protocols).
+  """
+  images, labels, mask = batch["image"], batch["label"], batch["mask"]
+  crops = images.shape[1] if images.ndim == 5 else 1
+  images = images.reshape((-1, *images.shape[-3:]))
+  images = input_pipeline.normalize(images, mean, std).astype(model.dtype)
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
+                       train=False)
+  probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape(labels.shape[0], crops, -1).mean(1)
+  log_probs = jnp.log(jnp.maximum(probs, 1e-30))
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
+  k = min(5, probs.shape[-1])
+  top_k = jax.lax.top_k(probs, k)[1]
+  top1 = top_k[:, 0] == labels
+  top5 = jnp.any(top_k == labels[:, None], axis=-1)
+  sums = {"loss": jnp.sum(loss * mask), "top1": jnp.sum(top1 * mask),
+          "top5": jnp.sum(top5 * mask), "count": jnp.sum(mask)}
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  return sums
+
+
+# ----------------------------------------------------------------------------------------------
+# Device layouts: where the state and the batches live, and how the steps are compiled.
+
+@dataclasses.dataclass
+class Layout:
+  """'jit': one program over a mesh of every device, the batch split along 'data', the state
+  replicated; XLA inserts the cross-device reductions, so BatchNorm statistics and gradients cover
+  the global batch. 'pmap': one program per device, explicit `pmean`s in the step."""
+  mode: str
+  devices: Optional[list] = None  # Default: all devices (jit) or this process's (pmap).
+
+  def __post_init__(self):
+    if self.mode not in ("jit", "pmap"):
+      raise ValueError(f"parallelism must be 'jit' or 'pmap', got {self.mode!r}")
+    devices = self.devices or (jax.devices() if self.mode == "jit" else jax.local_devices())
+    self.mesh = Mesh(np.asarray(devices), (MESH_AXIS if self.mode == "jit" else PMAP_AXIS,))
+    self.replicated = NamedSharding(self.mesh, PartitionSpec())
+    self.split = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names[0]))
+
+  def check_batch_size(self, global_batch_size: int) -> None:
+    n = self.mesh.size * (jax.process_count() if self.mode == "pmap" else 1)
+    if global_batch_size % n:
+      raise ValueError(f"the global batch size {global_batch_size} is not divisible by the {n} "
+                       f"devices; use a multiple of {n} (e.g. {max(n, global_batch_size // n * n)})")
+
+  def put_state(self, state):
+    """Host state -> the devices (replicated; under pmap with a leading device axis)."""
+    if self.mode == "jit":
+      return jax.tree.map(lambda x: jax.make_array_from_callback(
+          np.shape(x), self.replicated, lambda index: np.asarray(x)[index]), state)
+    n = len(self.mesh.devices)
+    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (n, *np.shape(x))),
+                                                 self.split), state)
+
+  def get_state(self, state):
+    """Device state -> host numpy (the first replica)."""
+    if self.mode == "jit":
+      return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], state)
+
+  def put_batch(self, batch: dict) -> dict:
+    """This process's numpy batch -> device arrays (under jit: this process's part of a global array)."""
+    if self.mode == "jit":
+      return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, x), batch)
+    n = len(self.mesh.devices)
+    return jax.tree.map(lambda x: jax.device_put(x.reshape(n, -1, *x.shape[1:]), self.split), batch)
+
+  def scalars(self, metrics: dict) -> dict:
+    """Replicated device metrics -> host floats."""
+    get = (lambda x: np.asarray(x.addressable_data(0))) if self.mode == "jit" else (
+        lambda x: np.asarray(x.addressable_data(0))[0])
+    return {k: float(get(v)) for k, v in metrics.items()}
+
+  def compile(self, train_fn: Callable, eval_fn: Callable) -> tuple[Callable, Callable]:
+    """Compiles the steps; `train_fn` and `eval_fn` take an `axis_name` keyword. The state is donated."""
+    if self.mode == "jit":
+      train = jax.jit(functools.partial(train_fn, axis_name=None),
+                      in_shardings=(self.replicated, self.split),
+                      out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+      evaluate = jax.jit(functools.partial(eval_fn, axis_name=None),
+                         in_shardings=(self.replicated, self.split), out_shardings=self.replicated)
+      return train, evaluate
+    train = jax.pmap(functools.partial(train_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
+                     donate_argnums=0)
+    evaluate = jax.pmap(functools.partial(eval_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS)
+    return train, evaluate
+
+
+# ----------------------------------------------------------------------------------------------
+# Setting up a run from the config.
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Errors early, with the offending key named, for values the trainer cannot use."""
+  choices = {"parallelism": ("jit", "pmap"), "lr_schedule": ("step", "cosine", "constant"),
+             "schedule_unit": ("epochs", "steps"), "warmup_type": ("linear", "constant"),
+             "dtype": ("auto", "float32", "bfloat16"),
+             "source": ("tfds", "folder", "digits", "synthetic"),
+             "augment": tuple(input_pipeline.AUGMENTATIONS),
+             "eval_protocol": tuple(input_pipeline.EVAL_PROTOCOLS)}
+  for key, allowed in choices.items():
+    if config[key] not in allowed:
+      raise ValueError(f"config.{key}={config[key]!r}; expected one of {allowed}")
+  fields = {f.name for f in dataclasses.fields(models.ResNet)} - {"parent", "name"}
+  unknown = set(config.model_overrides) - fields
+  if unknown:
+    raise ValueError(f"config.model_overrides has unknown ResNet fields {sorted(unknown)}; "
+                     f"known: {sorted(fields)}")
+  if config.model not in models.list_models():
+    raise ValueError(f"config.model={config.model!r} is not registered; see resnet_jax.list_models()")
+  if config.batch_size <= 0 or (config.num_train_steps <= 0 and config.num_epochs <= 0):
+    raise ValueError("config.batch_size and config.num_train_steps or config.num_epochs must be > 0")
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """`jax.distributed.initialize` when configured; empty fields are auto-detected (SLURM, TPU pods,
+  Open MPI...). Must run before anything touches a JAX device."""
+  d = config.distributed
+  if not d.initialize:
+    return
+  jax.distributed.initialize(coordinator_address=d.coordinator_address or None,
+                             num_processes=d.num_processes or None,
+                             process_id=d.process_id if d.process_id >= 0 else None)
+
+
+@dataclasses.dataclass
+class Data:
+  train: Any
+  eval: Any
+  num_classes: int
+  image_shape: tuple
+
+
+def create_data(config: ml_collections.ConfigDict) -> Data:
+  in_channels = config.model_overrides.get("in_channels", 3)
+  image_shape = (config.image_size, config.image_size, in_channels)
+  kw = dict(dataset=config.dataset, data_dir=config.data_dir, image_shape=image_shape,
+            num_classes=config.num_classes or 1000, synthetic_examples=config.synthetic_examples)
+  train = input_pipeline.get_source(config.source, config.train_split, **kw)
+  evaluation = input_pipeline.get_source(config.source, config.eval_split, **kw)
+  num_classes = config.num_classes or train.num_classes
+  return Data(train, evaluation, num_classes, image_shape)
+
+
+def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
+  ds = input_pipeline.train_dataset(
+      data.train, global_batch_size=config.batch_size, image_size=config.image_size,
+      augment=config.augment, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
+                                       config.num_data_threads)
+
+
+def eval_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
+  ds = input_pipeline.eval_dataset(
+      data.eval, global_batch_size=config.batch_size, image_size=config.image_size,
+      eval_protocol=config.eval_protocol, crop_fraction=config.eval_crop_fraction,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
+                                       config.num_data_threads)
+
+
+def schedule_from_config(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+  to_steps = (lambda x: int(round(x * steps_per_epoch))) if config.schedule_unit == "epochs" else int
+  return learning_rate_schedule(
+      learning_rate=config.learning_rate, kind=config.lr_schedule, total_steps=total_steps,
+      boundaries=tuple(to_steps(b) for b in config.lr_boundaries),
+      decay_factor=config.lr_decay_factor, warmup_steps=to_steps(config.warmup),
+      warmup_type=config.warmup_type, warmup_factor=config.warmup_factor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics output.
+
+class MetricWriter:
+  """Appends {'step', 'split', ...} lines to WORKDIR/metrics.jsonl and writes TensorBoard events to
+  WORKDIR/tensorboard; only process 0 writes. After a restart the steps since the last checkpoint
+  are written again; readers keep the last line per (split, step)."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      from tensorboardX import SummaryWriter
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+    self._jsonl.flush()
+    for key, value in scalars.items():
+      self._tb.add_scalar(f"{split}/{key}", value, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
+  """Loss, top-1 and top-5 over the whole split (every example once; padding masked out)."""
+  sums = [evaluate_fn(state, batch) for batch in batches]
+  totals = {k: sum(layout.scalars(s)[k] for s in sums) for k in sums[0]}
+  count = totals.pop("count")
+  return {"loss": totals["loss"] / count, "top1": totals["top1"] / count,
+          "top5": totals["top5"] / count, "count": int(count)}
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optional[int]) -> None:
+  for i, scalars in enumerate(history):
+    if not math.isfinite(scalars["loss"]):
+      raise NonFiniteLossError(
+          f"the training loss is {scalars['loss']} at step {first_step + i + 1}; stopping without "
+          f"saving this state. The last checkpoint (step {last_checkpoint}) is intact: lower "
+          "config.learning_rate, add config.warmup or check the data, then restart")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+@dataclasses.dataclass
+class Run:
+  """What the loop needs besides the state: compiled steps, data, bookkeeping."""
+  config: ml_collections.ConfigDict
+  layout: Layout
+  train_fn: Callable
+  eval_fn: Callable
+  data: Data
+  batches: input_pipeline.DeviceIterator
+  checkpoints: checkpoints.TrainCheckpoints
+  writer: MetricWriter
+  metadata: dict
+  total_steps: int
+  steps_per_epoch: float
+  last_checkpoint: Optional[int] = None
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
+  """Builds everything and restores the latest checkpoint (or init_from); returns (run, device state)."""
+  validate_config(config)
+  layout = Layout(config.parallelism)
+  layout.check_batch_size(config.batch_size)
+  data = create_data(config)
+  steps_per_epoch = len(data.train) / config.batch_size
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else int(math.ceil(config.num_epochs * steps_per_epoch)))
+  schedule = schedule_from_config(config, steps_per_epoch, total_steps)
+  tx = create_optimizer(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                        weight_decay=config.weight_decay,
+                        exclude_bn_and_bias=config.weight_decay_exclude_bn_bias)
+  synced = config.parallelism == "pmap" and config.sync_batch_norm
+  model = create_model(config, data.num_classes, axis_name=PMAP_AXIS if synced else None)
+  bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))
+  train_fn, eval_fn = layout.compile(
+      functools.partial(train_step, tx=tx, schedule=schedule, label_smoothing=config.label_smoothing,
+                        average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
+      functools.partial(eval_step, **bound))
+
+  os.makedirs(workdir, exist_ok=True)
+  metadata = {"arch": config.model, "num_classes": data.num_classes,
+              "model_overrides": json.loads(json.dumps(config.model_overrides.to_dict()))}
+  run = Run(config, layout, train_fn, eval_fn, data, train_batches(config, data, layout),
+            checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
+                                         async_save=config.async_checkpoints),
+            MetricWriter(workdir), metadata, total_steps, steps_per_epoch)
+
+  state = initial_state(model, tx, data.image_shape, config.seed)
+  restored = run.checkpoints.restore_latest(serialization.to_state_dict(state), run.batches)
+  if restored is not None:
+    state = serialization.from_state_dict(state, restored[0])
+    run.last_checkpoint = int(state.step)
+    log.info("resumed from the checkpoint of step %d in %s", run.last_checkpoint, workdir)
+  elif config.init_from:
+    state = load_pretrained(state, config.init_from)
+    log.info("initialised from %s", config.init_from)
+  return run, layout.put_state(state)
+
+
+def save_checkpoint(run: Run, state, step: int) -> None:
+  host = serialization.to_state_dict(run.layout.get_state(state))
+  run.checkpoints.save(step, host, run.batches.get_state(), run.metadata)
+  run.last_checkpoint = step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates as configured, resuming from the newest intact checkpoint in `workdir`.
+
+  Returns:
+    The final evaluation metrics ('loss', 'top1', 'top5', 'count').
+
+  Raises:
+    NonFiniteLossError: the loss became NaN or infinite; nothing after the last good checkpoint
+      is saved (the policy: stop, keep the checkpoints, let the user change the recipe).
+  """
+  from tqdm import tqdm
+  initialize_distributed(config)
+  run, state = setup(config, workdir)
+  config = run.config
+  start = int(run.last_checkpoint or 0)
+  eval_every = config.eval_every_steps or max(1, int(round(run.steps_per_epoch)))
+  bar = tqdm(total=run.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+             disable=not config.progress_bar or jax.process_index() != 0)
+  pending, tick, tick_step = [], time.perf_counter(), start
+  result = {}
+  try:
+    for step in range(start + 1, run.total_steps + 1):
+      state, metrics = run.train_fn(state, next(run.batches))
+      pending.append(metrics)
+      bar.update(1)
+      due_checkpoint = step % config.checkpoint_every_steps == 0 or step == run.total_steps
+      if step % config.log_every_steps == 0 or due_checkpoint or step % eval_every == 0:
+        history = [run.layout.scalars(m) for m in pending]
+        _check_finite(history, step - len(history), run.last_checkpoint)
+        now = time.perf_counter()
+        scalars = dict(history[-1], images_per_sec=(step - tick_step) * config.batch_size / (now - tick))
+        pending, tick, tick_step = [], now, step
+        run.writer.write(step, "train", scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.4g}",
+                        img_s=f"{scalars['images_per_sec']:.0f}")
+      if step % eval_every == 0 or step == run.total_steps:
+        result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
+        run.writer.write(step, "eval", result)
+        bar.write(f"step {step}: eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
+                  f"top-5 {result['top5']:.4f} ({result['count']} examples)")
+        tick = time.perf_counter()  # The evaluation's time is not training throughput.
+      if due_checkpoint:
+        save_checkpoint(run, state, step)
+    if not result:  # Resumed at the end: evaluate what was restored.
+      result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
+  finally:
+    bar.close()
+    run.checkpoints.close()
+    run.writer.close()
+  return result
