@@ -105,7 +105,7 @@ class TfdsSource:
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this needs it.
     try:
       builder = tfds.builder(name, data_dir=data_dir or None)
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     except Exception as e:  # TFDS raises several types for "not prepared"; all mean the same here.
       raise FileNotFoundError(
           f"TFDS dataset {name!r} (split {split!r}) is not prepared in "

@@ -1,0 +1,155 @@
+"""Tests of resnet_jax.input_pipeline: sources (TFDS mock, image folder, digits), augmentation, sharding."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_jax import input_pipeline as ip
+from resnet_jax import train_lib
+from test_train_lib import tiny_config
+
+
+def _make_image_folder(root, classes=("cat", "dog"), per_class=5):
+  rng = np.random.default_rng(0)
+  for c in classes:
+    (root / c).mkdir(parents=True)
+    for i in range(per_class):
+      h, w = rng.integers(20, 60, 2)
+      Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(root / c / f"{i}.jpg")
+  (root / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_source(tmp_path):
+  _make_image_folder(tmp_path / "train")
+  source = ip.get_source("folder", "train", data_dir=str(tmp_path))
+  assert source.classes == ["cat", "dog"] and source.num_classes == 2 and len(source) == 10
+  example = source[7]
+  assert example["label"] == 1 and example["image"].dtype == np.uint8 and example["image"].shape[-1] == 3
+  ds = ip.train_dataset(source, global_batch_size=4, image_size=16, augment="torchvision", seed=0)
+  batch = ds[0]
+  assert batch["image"].shape == (4, 16, 16, 3) and batch["label"].dtype == np.int32
+
+
+def test_image_folder_trains_end_to_end(tmp_path):
+  _make_image_folder(tmp_path / "data" / "train")
+  _make_image_folder(tmp_path / "data" / "val", per_class=3)
+  config = tiny_config(source="folder", data_dir=str(tmp_path / "data"), train_split="train",
+                       eval_split="val", image_size=16, augment="torchvision",
+                       eval_crop_fraction=0.875, num_train_steps=2, batch_size=8,
+                       mean=ip.IMAGENET_MEAN, std=ip.IMAGENET_STD, checkpoint_every_steps=2)
+  config.model_overrides.in_channels = 3
+  result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result["count"] == 6
+
+
+def test_tfds_source_with_mock_data(tmp_path):
+  """Flax's `train_test` pattern: one real step through the TFDS path on mocked cifar10."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=24):
+    source = ip.get_source("tfds", "train", dataset="cifar10")
+    assert len(source) == 24 and source.num_classes == 10
+    assert source[0]["image"].shape == (32, 32, 3)
+    config = tiny_config(source="tfds", dataset="cifar10", train_split="train", eval_split="test",
+                         image_size=32, augment="cifar", num_train_steps=1, batch_size=8,
+                         checkpoint_every_steps=1)
+    config.model_overrides.in_channels = 3
+    config.mean, config.std = (125.0, 123.0, 114.0), (63.0, 62.0, 67.0)
+    result = train_lib.train_and_evaluate(config, str(tmp_path))
+  assert result["count"] == 24
+
+
+def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
+  with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
+    ip.get_source("tfds", "train", dataset="cifar10", data_dir=str(tmp_path))
+
+
+def test_random_resized_crop_follows_torchvision_ranges():
+  rng = np.random.default_rng(0)
+  image = np.zeros((100, 200, 3), np.uint8)
+  for _ in range(20):
+    assert ip.random_resized_crop(image, rng, 24).shape == (24, 24, 3)
+
+
+def test_cifar_crop_is_a_crop_of_the_4_pixel_padded_image():
+  rng = np.random.default_rng(0)
+  image = np.random.default_rng(1).integers(1, 256, (32, 32, 3), np.uint8)
+  padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
+  offsets = set()
+  for _ in range(30):
+    out = ip.pad_and_random_crop(image, rng, 32)
+    matches = [(t, l) for t in range(9) for l in range(9)
+               if np.array_equal(out, padded[t:t + 32, l:l + 32])]
+    assert len(matches) == 1
+    offsets.add(matches[0])
+  assert len(offsets) > 10  # Offsets vary over the 9 x 9 possible.
+
+
+def test_center_crop_is_resize_256_then_224():
+  image = np.zeros((300, 400, 3), np.uint8)
+  image[150 - 5:150 + 5, 200 - 5:200 + 5] = 255
+  out = ip.center_crop(image, 224, 0.875)
+  assert out.shape == (224, 224, 3)
+  assert out[112, 112].min() > 200  # The center stays in the center.
+  assert ip.center_crop(np.zeros((32, 32, 1), np.uint8), 32, 1.0).shape == (32, 32, 1)
+
+
+def test_flip_and_normalize():
+  rng = np.random.default_rng(0)
+  image = np.arange(6, dtype=np.uint8).reshape(1, 6, 1)
+  flips = {ip.random_flip(image, rng)[0, 0, 0] for _ in range(20)}
+  assert flips == {0, 5}
+  out = ip.normalize(np.full((1, 2, 2, 3), 128, np.uint8), ip.IMAGENET_MEAN, ip.IMAGENET_STD)
+  np.testing.assert_allclose(out[0, 0, 0], (128 - np.array(ip.IMAGENET_MEAN)) / ip.IMAGENET_STD, rtol=1e-6)
+
+
+def test_unknown_augmentation_is_named():
+  with pytest.raises(ValueError, match="known: cifar, none, torchvision"):
+    ip.train_dataset(ip.digits("train"), global_batch_size=8, image_size=8, augment="paper", seed=0)
+
+
+def test_processes_split_each_global_batch():
+  """Two processes' local batches i together hold exactly one process's global batch i."""
+  source = ip.digits("train")
+  kw = dict(global_batch_size=8, image_size=8, augment="cifar", seed=3)
+  whole = ip.train_dataset(source, **kw)
+  parts = [ip.train_dataset(source, process_index=p, process_count=2, **kw) for p in range(2)]
+  for i in (0, 1, 250):  # 250 crosses an epoch boundary (1437 examples).
+    merged = np.concatenate([p[i]["image"] for p in parts]).reshape(8, -1)
+    key = lambda a: sorted(map(bytes, a))
+    assert key(merged) == key(whole[i]["image"].reshape(8, -1))
+
+
+def test_epochs_are_reshuffled_and_augmentation_is_deterministic():
+  source = ip.InMemorySource(np.zeros((8, 4, 4, 1), np.uint8), np.arange(8), num_classes=8)
+  ds = ip.train_dataset(source, global_batch_size=8, image_size=4, augment="none", seed=0)
+  assert sorted(ds[0]["label"]) == sorted(ds[1]["label"]) == list(range(8))
+  assert list(ds[0]["label"]) != list(ds[1]["label"])
+  again = ip.train_dataset(source, global_batch_size=8, image_size=4, augment="none", seed=0)
+  assert list(again[1]["label"]) == list(ds[1]["label"])
+
+
+def test_eval_dataset_pads_and_masks():
+  source = ip.InMemorySource(np.zeros((37, 4, 4, 1), np.uint8), np.arange(37) % 5, num_classes=5)
+  parts = [ip.eval_dataset(source, global_batch_size=16, image_size=4, eval_protocol="center",
+                           crop_fraction=1.0, process_index=p, process_count=2) for p in range(2)]
+  assert [len(p) for p in parts] == [3, 3]
+  assert sum(b["mask"].sum() for p in parts for b in p) == 37
+
+
+def test_device_iterator_resumes_and_drains():
+  source = ip.InMemorySource(np.zeros((20, 2, 2, 1), np.uint8), np.arange(20), num_classes=20)
+  ds = ip.train_dataset(source, global_batch_size=4, image_size=2, augment="none", seed=0)
+  it = ip.DeviceIterator(ds, put=lambda b: b, prefetch=3, num_threads=1)
+  first = [next(it)["label"] for _ in range(3)]
+  state = it.get_state()
+  assert json.loads(state) == {"next_index": 3}  # Not the prefetched position.
+  expected = next(it)["label"]
+  resumed = ip.DeviceIterator(ds, put=lambda b: b, prefetch=3, num_threads=1)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["label"], expected)
+  assert first  # The finite case: every padded eval batch comes out, then StopIteration.
+  ev = ip.eval_dataset(source, global_batch_size=8, image_size=2, eval_protocol="center",
+                       crop_fraction=1.0)
+  assert len(list(ip.DeviceIterator(ev, put=lambda b: b, prefetch=2, num_threads=1))) == 3
