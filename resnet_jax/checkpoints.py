@@ -120,9 +120,11 @@ class TrainCheckpoints:
 
   def steps(self) -> list[int]:
     """Steps of the complete (renamed into place) checkpoints, oldest first."""
-    return sorted(self._manager.all_steps(read=True))
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: dict, data_position: bytes, metadata: dict) -> None:
+    state = jax.tree.map(np.asarray, state)
     meta = dict(metadata, step=int(step), fingerprint=fingerprint(state))
     from resnet_jax.input_pipeline import SavedPosition  # Avoids a cycle at import time.
     self._manager.save(step, args=ocp.args.Composite(
@@ -132,7 +134,10 @@ class TrainCheckpoints:
 
   def restore_state(self, step: int, target: Optional[dict]) -> tuple[dict, dict]:
     """(state, metadata) of `step`; ValueError if it cannot be read or fails its fingerprint."""
-    restore = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+    if target is not None:
+      restore = ocp.args.StandardRestore(jax.tree.map(np.asarray, target))
+    else:
+      restore = ocp.args.StandardRestore()
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(state=restore,
                                                                 meta=ocp.args.JsonRestore()))
@@ -147,8 +152,13 @@ class TrainCheckpoints:
     """Restores the newest intact checkpoint into `target`'s structure and `data_iterator`.
 
     Returns:
-      (state, metadata), or None when the workdir holds no intact checkpoint.
+      (state, metadata), or None when the workdir holds no checkpoint.
+
+    Raises:
+      ValueError: there are checkpoints but none can be restored. Starting over instead would
+        silently discard the run (a changed config, e.g. another model, also ends here).
     """
+    errors = []
     for step in reversed(self.steps()):
       try:
         state, meta = self.restore_state(step, target)
@@ -157,8 +167,12 @@ class TrainCheckpoints:
       except Exception as e:  # A damaged step: fall back to the one before it.
         log.warning("checkpoint %d in %s is damaged, trying an older one: %s",
                         step, self.directory, e)
+        errors.append(f"step {step}: {e}")
         continue
       return state, meta
+    if errors:
+      raise ValueError(f"none of the checkpoints in {self.directory} can be restored; fix or move "
+                       "them, or use another workdir:\n" + "\n".join(errors))
     return None
 
   def wait(self) -> None:

@@ -1,0 +1,135 @@
+"""Tests of resnet_jax.checkpoints: model variables, training checkpoints, damaged and partial steps."""
+
+import os
+
+import numpy as np
+import optax
+import pytest
+
+from resnet_jax import checkpoints, models, train_lib
+from resnet_jax.input_pipeline import DeviceIterator, InMemorySource, train_dataset
+
+
+def _state(value: float) -> dict:
+  return {"step": np.int32(value),
+          "params": {"conv": {"kernel": np.full((3, 3, 1, 4), value, np.float32)},
+                     "fc": {"bias": np.full((10,), value, np.float32)}},
+          "batch_stats": {"bn": {"mean": np.full((4,), value, np.float32)}},
+          "opt_state": {"0": {"trace": np.full((4,), value, np.float32)}}}
+
+
+def _iterator() -> DeviceIterator:
+  source = InMemorySource(np.zeros((16, 2, 2, 1), np.uint8), np.arange(16) % 4, num_classes=4)
+  ds = train_dataset(source, global_batch_size=4, image_size=2, augment="none", seed=0)
+  return DeviceIterator(ds, put=lambda b: b, prefetch=1, num_threads=0)
+
+
+def _position(step: int) -> bytes:
+  return f'{{"next_index": {step}}}'.encode()
+
+
+def _save_steps(workdir, steps, keep=None):
+  with checkpoints.TrainCheckpoints(str(workdir), keep=keep) as ckpts:
+    for step in steps:
+      ckpts.save(step, _state(step), _position(step), {"arch": "resnet20", "num_classes": 10})
+
+
+def test_save_and_load_variables_round_trip(tmp_path):
+  variables = {"params": _state(1.0)["params"], "batch_stats": _state(1.0)["batch_stats"]}
+  checkpoints.save_variables(str(tmp_path / "m"), variables, {"arch": "resnet20", "num_classes": 10})
+  loaded, meta = checkpoints.load_variables(str(tmp_path / "m"))
+  np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], variables["params"]["conv"]["kernel"])
+  assert meta == {"arch": "resnet20", "num_classes": 10}
+  with pytest.raises(FileExistsError):
+    checkpoints.save_variables(str(tmp_path / "m"), variables, {"arch": "resnet20"})
+
+
+def test_keep_last_k_and_resume_position(tmp_path):
+  _save_steps(tmp_path, [1, 2, 3, 4], keep=2)
+  it = _iterator()
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=2) as ckpts:
+    assert ckpts.steps() == [3, 4]
+    state, meta = ckpts.restore_latest(_state(0), it)
+  assert int(state["step"]) == 4 and meta["step"] == 4
+  np.testing.assert_array_equal(state["params"]["conv"]["kernel"], _state(4)["params"]["conv"]["kernel"])
+  assert it.get_state() == _position(4)
+
+
+def test_load_variables_reads_a_training_workdir(tmp_path):
+  _save_steps(tmp_path, [5, 7])
+  variables, meta = checkpoints.load_variables(str(tmp_path))
+  assert set(variables) == {"params", "batch_stats"}
+  assert meta["arch"] == "resnet20" and meta["num_classes"] == 10 and meta["step"] == 7
+  assert float(variables["params"]["fc"]["bias"][0]) == 7.0
+
+
+def _data_files(step_dir):
+  return [os.path.join(d, f) for d, _, files in os.walk(os.path.join(step_dir, "state"))
+          for f in files if "manifest" not in f and not f.startswith("_")
+          and os.path.getsize(os.path.join(d, f)) > 64]
+
+
+@pytest.mark.parametrize("damage", ["garbled_arrays", "missing_state", "empty_step_dir"])
+def test_damaged_latest_checkpoint_is_never_picked(tmp_path, damage):
+  _save_steps(tmp_path, [1, 2, 3])
+  latest = tmp_path / "checkpoints" / "3"
+  if damage == "garbled_arrays":
+    files = _data_files(latest)
+    assert files
+    for path in files:
+      data = bytearray(open(path, "rb").read())
+      data[len(data) // 2:] = os.urandom(len(data) - len(data) // 2)
+      open(path, "wb").write(bytes(data))
+  elif damage == "missing_state":
+    import shutil
+    shutil.rmtree(latest / "state")
+  else:
+    import shutil
+    shutil.rmtree(latest)
+    latest.mkdir()
+  it = _iterator()
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    state, meta = ckpts.restore_latest(_state(0), it)
+  assert meta["step"] == 2 and float(state["params"]["fc"]["bias"][0]) == 2.0
+  assert it.get_state() == _position(2)
+  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 2
+
+
+def test_partial_write_is_never_picked(tmp_path):
+  """What a process killed mid-save leaves: Orbax's temporary directory, never renamed."""
+  _save_steps(tmp_path, [1, 2])
+  partial = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1234"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "garbage").write_bytes(os.urandom(100))
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    assert ckpts.steps() == [1, 2]
+    _, meta = ckpts.restore_latest(_state(0), _iterator())
+  assert meta["step"] == 2
+
+
+def test_no_checkpoint(tmp_path):
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    assert ckpts.restore_latest(_state(0), _iterator()) is None
+  with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    checkpoints.load_variables(str(tmp_path))
+
+
+def test_init_from_converted_model_replaces_the_head(tmp_path):
+  """Fine-tuning a converted checkpoint on a dataset with another number of classes."""
+  tiny = dict(stage_sizes=(1, 1, 1), in_channels=1)
+  source = models.get_model("resnet20", num_classes=10, **tiny)
+  src_state = train_lib.initial_state(source, optax.sgd(0.1), (8, 8, 1), seed=1)
+  checkpoints.save_variables(str(tmp_path / "converted"),
+                             {"params": src_state.params, "batch_stats": src_state.batch_stats},
+                             {"arch": "resnet20", "num_classes": 10})
+  target = models.get_model("resnet20", num_classes=5, **tiny)
+  fresh = train_lib.initial_state(target, optax.sgd(0.1), (8, 8, 1), seed=2)
+  loaded = train_lib.load_pretrained(fresh, str(tmp_path / "converted"))
+  np.testing.assert_array_equal(loaded.params["conv1"]["kernel"], src_state.params["conv1"]["kernel"])
+  np.testing.assert_array_equal(loaded.params["fc"]["kernel"], fresh.params["fc"]["kernel"])
+  assert loaded.params["fc"]["kernel"].shape == (64, 5)
+
+  wider = models.get_model("resnet20", num_classes=10, stage_widths=(8, 32, 64), **tiny)
+  other = train_lib.initial_state(wider, optax.sgd(0.1), (8, 8, 1), seed=0)
+  with pytest.raises(ValueError, match="has shape .* the model expects"):
+    train_lib.load_pretrained(other, str(tmp_path / "converted"))
