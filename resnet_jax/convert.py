@@ -385,7 +385,8 @@ def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
     arch: one of `TORCHVISION_ARCHS`.
     seed: when given, the weights are drawn from this seed and every BatchNorm gets a random weight,
       bias, running mean and running variance, so that a conversion test exercises all four (a fresh
-      model has 1, 0, 0, 1, which would hide a swapped or dropped statistic).
+      model has 1, 0, 0, 1, which would hide a swapped or dropped statistic). Weights zeroed by
+      `zero_init_residual` stay zero.
     **kwargs: torchvision's options: num_classes, zero_init_residual, replace_stride_with_dilation.
   """
   from resnet_jax._torchvision import import_torchvision
@@ -401,7 +402,8 @@ def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
     with torch.no_grad():
       for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-          m.weight.uniform_(0.5, 1.5)
+          if torch.any(m.weight):  # keep zero_init_residual's zeros
+            m.weight.uniform_(0.5, 1.5)
           m.bias.normal_(0.0, 0.2)
           m.running_mean.normal_(0.0, 0.2)
           m.running_var.uniform_(0.5, 2.0)
@@ -409,19 +411,23 @@ def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
 
 
 def run_torchvision(model, images: Any, train: bool = False) -> np.ndarray:
-  """torchvision `model`'s float32 outputs on NHWC `images`, in eval mode unless `train`.
+  """torchvision `model`'s outputs on NHWC `images`, in eval mode unless `train`.
 
-  In train mode the model's running statistics are updated, as torch does.
+  The images are cast to the model's dtype and device; the outputs come back as float32 numpy
+  (float64 for a float64 model). In train mode the model's running statistics are updated, as torch
+  does.
   """
   import torch
+  parameter = next(model.parameters())
   x = torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
-  x = x.to(next(model.parameters()).device)
+  x = x.to(device=parameter.device, dtype=parameter.dtype)
   model.train(train)
   try:
     with torch.no_grad():
-      return model(x).float().cpu().numpy()
+      out = model(x)
   finally:
     model.eval()
+  return (out if out.dtype == torch.float64 else out.float()).cpu().numpy()
 
 
 def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[int],
