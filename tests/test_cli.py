@@ -1,0 +1,157 @@
+"""The `resnet-jax` command line, run for real on resnet18 at small sizes."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from flax import traverse_util
+from PIL import Image
+
+from resnet_jax import checkpoints, cli, convert, transforms
+
+
+@pytest.fixture(scope="module")
+def resnet18(torch):
+  return convert.torchvision_model("resnet18", seed=7)
+
+
+@pytest.fixture(scope="module")
+def pth(resnet18, torch, tmp_path_factory):
+  path = tmp_path_factory.mktemp("weights") / "finetuned.pth"
+  torch.save(resnet18.state_dict(), path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  skimage_data = pytest.importorskip("skimage.data")
+  directory = tmp_path_factory.mktemp("photos")
+  paths = []
+  for name in ("coffee", "chelsea"):
+    paths.append(str(directory / f"{name}.jpg"))
+    Image.fromarray(getattr(skimage_data, name)()).save(paths[-1], quality=95)
+  return paths
+
+
+def _run(capsys, *argv):
+  code = cli.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def _assert_same(a, b):
+  flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
+  assert flat_a.keys() == flat_b.keys()
+  for k in flat_a:
+    np.testing.assert_array_equal(flat_a[k], flat_b[k])
+
+
+def test_console_entry_point():
+  # The real interpreter entry, as the console script runs it.
+  result = subprocess.run([sys.executable, "-m", "resnet_jax.cli", "--help"], capture_output=True,
+                          text=True, check=True)
+  for command in ("convert", "verify", "predict", "export", "plot"):
+    assert command in result.stdout
+
+
+def test_verify_random_weights_subprocess():
+  result = subprocess.run(
+      [sys.executable, "-m", "resnet_jax.cli", "verify", "--arch", "resnet18", "--weights", "random",
+       "--batch", "2", "--size", "64", "--no-photos"],
+      capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  assert "random" in result.stdout and "max abs" in result.stdout and "PASS" in result.stdout
+
+
+def test_verify_file_with_photos_and_failing_tolerance(capsys, pth):
+  code, out, err = _run(capsys, "verify", "--weights", str(pth), "--batch", "2", "--size", "64")
+  assert code == 0, err
+  assert "inferred architecture: resnet18, num_classes=1000" in out
+  assert "photos" in out and "top-1 100.0%" in out and "PASS" in out
+  code, out, _ = _run(capsys, "verify", "--arch", "resnet18", "--weights", str(pth), "--batch", "2",
+                      "--size", "64", "--no-photos", "--rtol", "1e-12")
+  assert code == 1 and "FAIL" in out
+
+
+def test_convert_export_round_trip(capsys, pth, resnet18, torch, tmp_path):
+  out_dir = tmp_path / "ckpt"
+  code, out, err = _run(capsys, "convert", "--weights", str(pth), "--out", str(out_dir))
+  assert code == 0, err
+  variables, metadata = checkpoints.load_variables(str(out_dir))
+  assert metadata["arch"] == "resnet18" and metadata["num_classes"] == 1000
+  assert metadata["source"] == str(pth) and metadata["head"] == "converted"
+  _assert_same(variables, convert.from_torchvision(resnet18))
+
+  for name in ("model.pth", "model.safetensors"):
+    exported = tmp_path / name
+    code, out, err = _run(capsys, "export", "--checkpoint", str(out_dir), "--out", str(exported))
+    assert code == 0, err
+    state = (torch.load(exported, weights_only=True) if name.endswith(".pth")
+             else {k: torch.from_numpy(v) for k, v in convert.load_state_dict(exported).items()})
+    fresh = convert.torchvision_model("resnet18")
+    fresh.load_state_dict(state, strict=True)
+    for key, value in resnet18.state_dict().items():
+      if not key.endswith("num_batches_tracked"):
+        assert torch.equal(fresh.state_dict()[key], value), key
+  code, _, err = _run(capsys, "export", "--checkpoint", str(out_dir), "--out", str(exported))
+  assert code == 2 and "exists" in err
+
+
+def test_convert_with_a_new_head(capsys, pth, tmp_path):
+  code, out, err = _run(capsys, "convert", "--arch", "resnet18", "--weights", str(pth),
+                        "--out", str(tmp_path / "ckpt"), "--num-classes", "10")
+  assert code == 0, err
+  variables, metadata = checkpoints.load_variables(str(tmp_path / "ckpt"))
+  assert variables["params"]["fc"]["kernel"].shape == (512, 10)
+  assert metadata["num_classes"] == 10 and metadata["head"].startswith("new")
+
+
+def test_predict_prints_torchvision_s_top5(capsys, pth, photos, resnet18, torchvision, torch, tmp_path):
+  code, out, err = _run(capsys, "predict", "--arch", "resnet18", "--weights", str(pth), *photos)
+  assert code == 0, err
+  lines = out.splitlines()
+  assert lines[0] == photos[0] and len(lines) == 12
+  preset = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
+  with torch.no_grad():
+    logits = resnet18(torch.stack([preset(Image.open(p)) for p in photos]))
+  names = transforms.imagenet_classes()
+  for i in range(2):
+    top = torch.topk(logits[i], 5).indices.tolist()
+    assert [line.split("(")[-1].rstrip(")") for line in lines[6 * i + 1:6 * i + 6]] == \
+        [str(k) for k in top]
+    assert f"{names[top[0]]} ({top[0]})" in lines[6 * i + 1]
+
+  # The same from a converted checkpoint directory.
+  assert _run(capsys, "convert", "--weights", str(pth), "--out", str(tmp_path / "ckpt"))[0] == 0
+  code, out2, err = _run(capsys, "predict", "--weights", str(tmp_path / "ckpt"), *photos)
+  assert code == 0, err
+  assert out2 == out
+
+
+def test_errors_are_one_line_and_exit_2(capsys, resnet18, torch, tmp_path):
+  path = tmp_path / "resnet18.pth"
+  torch.save(resnet18.state_dict(), path)
+  code, _, err = _run(capsys, "convert", "--arch", "resnet34", "--weights", str(path),
+                      "--out", str(tmp_path / "a"))
+  assert code == 2 and "missing keys" in err and "look like resnet18" in err
+  path.write_bytes(path.read_bytes()[:1000])
+  code, _, err = _run(capsys, "convert", "--weights", str(path), "--out", str(tmp_path / "b"))
+  assert code == 2 and "not a readable PyTorch checkpoint" in err
+  code, _, err = _run(capsys, "verify", "--weights", "IMAGENET1K_V1")
+  assert code == 2 and "name the architecture" in err
+  code, _, err = _run(capsys, "predict", "--arch", "resnet50", "--weights", "IMAGENET1K_V3", "x.jpg")
+  assert code == 2 and "unknown weights 'IMAGENET1K_V3'" in err
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
+  calls = []
+  fake = types.ModuleType("resnet_jax.plot")
+  fake.plot_workdir = lambda workdir, out: calls.append((workdir, out)) or out
+  monkeypatch.setitem(sys.modules, "resnet_jax.plot", fake)
+  code, out, _ = _run(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "curves.png"))
+  assert code == 0 and calls == [(str(tmp_path), str(tmp_path / "curves.png"))]
+  assert "curves.png" in out
