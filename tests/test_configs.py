@@ -1,0 +1,82 @@
+"""Tests of configs/: every recipe loads, is complete and locked, names its run command, and the
+paper's recipes hold the paper's numbers; train.py rejects unknown keys."""
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import default
+from resnet_jax import train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+               if f.endswith(".py") and not f.startswith("_"))
+
+
+def _load(name):
+  return importlib.import_module(f"configs.{name}")
+
+
+def test_expected_recipes_exist():
+  assert {"default", "imagenet_resnet50", "cifar10_resnet20", "cifar10_resnet56", "cifar10_resnet110",
+          "cifar10_resnet18", "digits", "synthetic_benchmark"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_is_complete_locked_and_documented(name):
+  module = _load(name)
+  config = module.get_config()
+  assert set(config.keys()) == set(default.get_config().keys())
+  train_lib.validate_config(config)
+  with pytest.raises(AttributeError, match="locked"):
+    config.lerning_rate = 0.1
+  assert f"python train.py --config configs/{name}.py --workdir" in " ".join(module.__doc__.split())
+
+
+def test_trainer_reads_only_keys_in_default():
+  """Every `config.<key>` read in train_lib exists in default.py (a static check of the source)."""
+  source = open(os.path.join(ROOT, "resnet_jax", "train_lib.py")).read()
+  keys = {node.attr for node in ast.walk(ast.parse(source))
+          if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id == "config"}
+  keys -= {"get", "keys", "items", "lock", "unlocked"}
+  assert keys <= set(default.get_config().keys()), keys - set(default.get_config().keys())
+  assert len(keys) > 30
+
+
+def test_imagenet_recipe_is_the_papers():
+  c = _load("imagenet_resnet50").get_config()
+  assert (c.model, c.batch_size, c.num_epochs, c.lr_boundaries, c.schedule_unit) == (
+      "resnet50", 256, 90.0, (30, 60), "epochs")
+  assert c.learning_rate == pytest.approx(0.1) and c.weight_decay == 1e-4 and c.momentum == 0.9
+  assert c.augment == "torchvision" and c.eval_crop_fraction == 0.875 and c.image_size == 224
+
+
+@pytest.mark.parametrize("depth", [20, 56, 110])
+def test_cifar_recipes_are_the_papers(depth):
+  c = _load(f"cifar10_resnet{depth}").get_config()
+  assert c.model == f"resnet{depth}" and c.batch_size == 128
+  assert c.learning_rate == pytest.approx(0.1) and c.weight_decay == 1e-4 and c.momentum == 0.9
+  assert (c.lr_boundaries, c.schedule_unit, c.num_train_steps) == ((32_000, 48_000), "steps", 64_000)
+  assert (c.train_split, c.eval_split, c.augment) == ("train[:45000]", "train[45000:]", "cifar")
+  if depth == 110:
+    assert (c.warmup, c.warmup_type, c.warmup_factor) == (400, "constant", 0.1)
+
+
+def test_learning_rate_follows_a_batch_size_override():
+  c = _load("cifar10_resnet20").get_config()
+  c.batch_size = 512
+  assert c.learning_rate == pytest.approx(0.4)
+
+
+def test_unknown_key_on_the_command_line_is_an_error(tmp_path):
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/digits.py",
+                         f"--workdir={tmp_path}", "--config.lerning_rate=0.1"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "lerning_rate" in proc.stderr
+  assert not os.listdir(tmp_path)  # Nothing started, nothing written.
