@@ -1,0 +1,346 @@
+"""Tests of resnet_jax.models: the registry, counts against torchvision and the paper, block parity."""
+
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import models
+from resnet_jax.complexity import complexity
+
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                     "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+# He et al. 2015, table 6 (option A shortcuts), in millions, to the table's rounding.
+PAPER_CIFAR_PARAMS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
+                      "resnet110": 1.7, "resnet1202": 19.4}
+# Depth is repetition of one block: the sweep runs these at a reduced depth that keeps their block
+# and options (their exact depth is covered by the counts below and by the conversion parity tests),
+# so the suite stays within minutes on two cores.
+REDUCED_DEPTH = {"resnet101": (1, 1, 2, 1), "resnet152": (1, 1, 2, 1), "resnext101_32x8d": (1, 1, 2, 1),
+                 "resnext101_64x4d": (1, 1, 2, 1), "wide_resnet101_2": (1, 1, 2, 1),
+                 "resnet110": (2, 2, 2), "plain110": (2, 2, 2), "resnet1202": (2, 2, 2)}
+
+
+def _param_count(model, size=32):
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+def _tv_weights(torchvision, arch):
+  return torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+def test_registry_names():
+  expected = set(TORCHVISION_ARCHS) | set(PAPER_CIFAR_PARAMS) | {
+      "resnet18_cifar", "plain18", "plain34", "plain20", "plain32", "plain44", "plain56", "plain110"}
+  assert set(models.list_models()) == expected
+  assert models.list_models() == sorted(models.list_models())
+
+
+def test_registry_rejects_duplicates():
+  with pytest.raises(ValueError, match="already registered"):
+    models.register_model("resnet50", lambda **kw: None)
+
+
+def test_unknown_model_lists_known_ones():
+  with pytest.raises(ValueError, match=r"unknown model 'resnet51'.*resnet50"):
+    models.get_model("resnet51")
+
+
+def test_overrides_reach_the_module():
+  model = models.get_model("resnet50", num_classes=10, dtype=jnp.bfloat16)
+  assert (model.num_classes, model.dtype, model.groups) == (10, jnp.bfloat16, 1)
+
+
+# --- counts against published figures -------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", TORCHVISION_ARCHS)
+def test_params_and_macs_match_torchvision_metadata(arch, torchvision):
+  meta = _tv_weights(torchvision, arch).meta
+  stats = complexity(models.get_model(arch), 224)
+  assert stats.params == meta["num_params"]
+  # torchvision's "GFLOPS" are multiply-adds rounded to three decimals.
+  assert stats.gmacs == pytest.approx(meta["_ops"], rel=0.01)
+
+
+@pytest.mark.parametrize("arch", sorted(PAPER_CIFAR_PARAMS))
+def test_cifar_params_match_the_paper(arch):
+  millions = _param_count(models.get_model(arch)) / 1e6
+  digits = 1 if PAPER_CIFAR_PARAMS[arch] >= 1 else 2
+  assert round(millions, digits) == PAPER_CIFAR_PARAMS[arch]
+
+
+def test_plain_networks_differ_from_residual_only_by_projections():
+  # Option A shortcuts have no parameters, so plain-n and resnet-n have the same count.
+  for depth in (20, 32, 44, 56, 110):
+    assert _param_count(models.get_model(f"plain{depth}")) == _param_count(
+        models.get_model(f"resnet{depth}"))
+  # ImageNet plain nets lack torchvision's projection shortcuts (option B).
+  assert _param_count(models.get_model("plain18")) < _param_count(models.get_model("resnet18"))
+
+
+def test_shortcut_option_c_adds_projections_everywhere():
+  a, b, c = (_param_count(models.get_model("resnet20", shortcut=s)) for s in "ABC")
+  assert a < b < c
+
+
+# --- every registered model -----------------------------------------------------------------------
+
+def _sweep_model(name):
+  overrides = {"stage_sizes": REDUCED_DEPTH[name]} if name in REDUCED_DEPTH else {}
+  return models.get_model(name, num_classes=7, **overrides)
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_model_trains_and_evaluates(name):
+  model = _sweep_model(name)
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  labels = jnp.array([1, 5])
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  params, stats = variables["params"], variables["batch_stats"]
+
+  @jax.jit
+  def run(params, stats, x):
+    def loss_fn(params):
+      logits, updates = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                                    mutable=["batch_stats"])
+      loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+      return loss, (logits, updates["batch_stats"])
+    (_, (train_logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    eval_logits, eval_updates = model.apply({"params": params, "batch_stats": stats}, x,
+                                            train=False, mutable=["batch_stats"])
+    return train_logits, new_stats, grads, eval_logits, eval_updates["batch_stats"]
+
+  train_logits, new_stats, grads, eval_logits, eval_stats = run(params, stats, x)
+  for logits in (train_logits, eval_logits):
+    assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+    assert np.isfinite(logits).all()
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), stats, new_stats)
+  assert all(jax.tree.leaves(changed)), "train mode must update every running statistic"
+  jax.tree.map(np.testing.assert_array_equal, stats, eval_stats)
+  flat = flax.traverse_util.flatten_dict(grads, sep="/")
+  for path, g in flat.items():
+    assert np.isfinite(g).all(), f"non-finite gradient for {path}"
+    assert np.any(g != 0), f"zero gradient for {path}"
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "resnet20"])
+def test_zero_init_residual_zeroes_last_norm_of_each_block(arch):
+  model = models.get_model(arch, zero_init_residual=True)
+  size = 32
+  params = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+  last = "bn2" if model.block is models.BasicBlock else "bn3"
+  blocks = [k for k in params if k.startswith("layer")]
+  assert len(blocks) == sum(model.stage_sizes)
+  for name in blocks:
+    for norm, p in params[name].items():
+      if norm.startswith("bn"):
+        expected = 0.0 if norm == last else 1.0
+        np.testing.assert_array_equal(p["scale"], expected, err_msg=f"{name}/{norm}")
+  np.testing.assert_array_equal(params["bn1"]["scale"], 1.0)
+
+
+# --- options --------------------------------------------------------------------------------------
+
+def test_features_and_headless_model():
+  model = models.get_model("resnet18")
+  x = jnp.zeros((2, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x)
+  feats = model.apply(variables, x, return_features=True)
+  shapes = {k: v.shape for k, v in feats.items()}
+  assert shapes == {"stem": (2, 16, 16, 64), "layer1": (2, 16, 16, 64), "layer2": (2, 8, 8, 128),
+                    "layer3": (2, 4, 4, 256), "layer4": (2, 2, 2, 512), "pre_logits": (2, 512),
+                    "logits": (2, 1000)}
+  for num_classes in (0, None):
+    headless = models.get_model("resnet18", num_classes=num_classes)
+    v = headless.init(jax.random.key(0), x)
+    assert "fc" not in v["params"]
+    np.testing.assert_allclose(headless.apply(v, x), feats["pre_logits"], rtol=1e-6)
+
+
+def test_dilation_keeps_resolution():
+  model = models.get_model("resnet50", replace_stride_with_dilation=(False, True, True))
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  feats = jax.eval_shape(lambda v: model.apply(v, x, return_features=True), variables)
+  assert feats["layer4"].shape == (1, 8, 8, 2048)
+  # Dilation changes no parameter shape.
+  assert _param_count(model, 64) == 25_557_032
+
+
+def test_group_norm_has_no_running_statistics():
+  model = models.get_model("resnet18", norm="group", num_classes=3)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  assert "batch_stats" not in variables
+  assert np.isfinite(model.apply(variables, x, train=True)).all()
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  f32 = models.get_model("resnet20")
+  bf16 = models.get_model("resnet20", dtype=jnp.bfloat16)
+  variables = f32.init(jax.random.key(1), x)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(
+      bf16.init(jax.random.key(1), x)))
+  feats = bf16.apply(variables, x, return_features=True)
+  assert feats["layer3"].dtype == jnp.bfloat16 and feats["logits"].dtype == jnp.float32
+  np.testing.assert_allclose(feats["logits"], f32.apply(variables, x), atol=0.1, rtol=0.1)
+
+
+def test_pmap_axis_name_gives_global_batch_statistics():
+  devices = jax.local_devices()[:4]
+  assert len(devices) == 4, "conftest emulates 8 CPU devices"
+  x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3)) * 3 + 1
+  base = dict(stage_sizes=(1, 1, 1), num_classes=5)
+  single = models.get_model("resnet20", **base)
+  synced = models.get_model("resnet20", axis_name="batch", **base)
+  variables = single.init(jax.random.key(1), x)
+  want, want_upd = single.apply(variables, x, train=True, mutable=["batch_stats"])
+
+  apply = functools.partial(synced.apply, train=True, mutable=["batch_stats"])
+  replicated = jax.tree.map(lambda a: jnp.stack([a] * len(devices)), variables)
+  got, got_upd = jax.pmap(apply, axis_name="batch", devices=devices)(
+      replicated, x.reshape(4, 2, *x.shape[1:]))
+  np.testing.assert_allclose(got.reshape(8, 5), want, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g[0], w, rtol=1e-5, atol=1e-6),
+               got_upd, want_upd)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, match", [
+    ((32, 32, 3), "rank 4"),
+    ((1, 3, 32, 32), "expected 3 channels"),
+    ((1, 32, 32, 1), "expected 3 channels"),
+], ids=["rank3", "nchw", "grayscale"])
+def test_bad_images_are_rejected(shape, match):
+  model = models.get_model("resnet20")
+  with pytest.raises(ValueError, match=match):
+    model.init(jax.random.key(0), jnp.zeros(shape))
+
+
+@pytest.mark.parametrize("name, overrides, match", [
+    ("resnet18", dict(groups=32, width_per_group=4), "BasicBlock only supports groups=1"),
+    ("resnet34", dict(replace_stride_with_dilation=(False, False, True)), "dilation"),
+    ("resnet50", dict(replace_stride_with_dilation=(False, True)), "one entry per stage"),
+    ("resnet20", dict(shortcut="D"), "shortcut must be one of"),
+    ("resnet20", dict(norm="layer"), "norm must be one of"),
+    ("resnet20", dict(stem="vit"), "stem must be"),
+], ids=["groups-basic", "dilation-basic", "dilation-length", "shortcut", "norm", "stem"])
+def test_inconsistent_options_are_rejected(name, overrides, match):
+  model = models.get_model(name, **overrides)
+  with pytest.raises(ValueError, match=match):
+    model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+# --- parity with PyTorch on the same weights ------------------------------------------------------
+
+def _randomize_torch(module, torch, seed=0):
+  """Random weights and running statistics, so that eval-mode parity exercises all of them."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in module.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+        m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+  return module
+
+
+def _torch_to_flax(module, prefix=""):
+  """{'params', 'batch_stats'} from a torch module's state_dict, names mapped as models.py names them."""
+  params, stats = {}, {}
+  for key, value in module.state_dict().items():
+    if key.endswith("num_batches_tracked"):
+      continue
+    *path, leaf = key.replace("downsample.0", "downsample_conv").replace(
+        "downsample.1", "downsample_bn").split(".")
+    value = value.detach().numpy().copy()  # torch updates running stats in place
+    if leaf == "weight" and value.ndim == 4:
+      params.setdefault(tuple(path), {})["kernel"] = value.transpose(2, 3, 1, 0)
+    elif leaf in ("weight", "bias"):
+      params.setdefault(tuple(path), {})["scale" if leaf == "weight" else "bias"] = value
+    else:
+      stats.setdefault(tuple(path), {})["mean" if leaf == "running_mean" else "var"] = value
+  unflatten = lambda d: flax.traverse_util.unflatten_dict(
+      {p + (k,): v for p, leaves in d.items() for k, v in leaves.items()})
+  return {"params": unflatten(params), "batch_stats": unflatten(stats)}
+
+
+def _bn_partial(train):
+  return functools.partial(models.BatchNorm, use_running_average=not train)
+
+
+def _conv_partial():
+  return functools.partial(flax.linen.Conv, use_bias=False)
+
+
+def _check_block_parity(torch, torch_block, flax_block, x_nhwc):
+  _randomize_torch(torch_block, torch)
+  variables = _torch_to_flax(torch_block)
+  x_torch = torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy())
+  for train in (False, True):
+    torch_block.train(train)
+    with torch.no_grad():
+      want = torch_block(x_torch).numpy().transpose(0, 2, 3, 1)
+    block = flax_block(norm=_bn_partial(train))
+    got, updates = block.apply(variables, jnp.asarray(x_nhwc), mutable=["batch_stats"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"train={train}")
+    if train:  # running statistics updated as torch does, unbiased variance included
+      jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
+                   updates["batch_stats"], _torch_to_flax(torch_block)["batch_stats"])
+
+
+@pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 9)], ids=["s1", "s2-even", "s2-odd"])
+def test_basic_block_matches_torch(stride, size, torch, torchvision):
+  tv = torchvision.models.resnet
+  inplanes, planes = 8, 8 if stride == 1 else 16
+  downsample = None
+  if stride != 1:
+    downsample = torch.nn.Sequential(tv.conv1x1(inplanes, planes, stride), torch.nn.BatchNorm2d(planes))
+  torch_block = tv.BasicBlock(inplanes, planes, stride, downsample)
+  flax_block = functools.partial(models.BasicBlock, planes=planes, conv=_conv_partial(),
+                                 strides=stride,
+                                 shortcut="projection" if downsample else "identity")
+  x = np.random.default_rng(0).normal(size=(2, size, size, inplanes)).astype(np.float32)
+  _check_block_parity(torch, torch_block, flax_block, x)
+
+
+@pytest.mark.parametrize("stride, groups, dilation, size", [
+    (2, 1, 1, 8), (2, 4, 1, 9), (1, 4, 2, 8), (1, 2, 3, 7)],
+    ids=["s2", "s2-groups-odd", "groups-dilation2", "groups-dilation3-odd"])
+def test_bottleneck_matches_torch(stride, groups, dilation, size, torch, torchvision):
+  tv = torchvision.models.resnet
+  inplanes, planes, base_width = 16, 8, 8
+  downsample = torch.nn.Sequential(tv.conv1x1(inplanes, planes * 4, stride),
+                                   torch.nn.BatchNorm2d(planes * 4))
+  torch_block = tv.Bottleneck(inplanes, planes, stride, downsample, groups, base_width, dilation)
+  flax_block = functools.partial(models.Bottleneck, planes=planes, conv=_conv_partial(),
+                                 strides=stride, groups=groups, base_width=base_width,
+                                 dilation=dilation, shortcut="projection")
+  x = np.random.default_rng(1).normal(size=(2, size, size, inplanes)).astype(np.float32)
+  _check_block_parity(torch, torch_block, flax_block, x)
+
+
+@pytest.mark.parametrize("size", [32, 33, 64, 67], ids=lambda s: f"{s}px")
+def test_stem_matches_torch(size, torch, torchvision):
+  tv_model = _randomize_torch(torchvision.models.resnet18(), torch).eval()
+  stem = torch.nn.Sequential(tv_model.conv1, tv_model.bn1, tv_model.relu, tv_model.maxpool)
+  model = models.get_model("resnet18", stage_sizes=(1, 1, 1, 1))
+  x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype(np.float32)
+  variables = jax.tree.map(np.asarray, model.init(jax.random.key(0), x))
+  theirs = _torch_to_flax(torch.nn.ModuleDict({"conv1": tv_model.conv1, "bn1": tv_model.bn1}))
+  variables["params"].update(theirs["params"])
+  variables["batch_stats"].update(theirs["batch_stats"])
+  with torch.no_grad():
+    want = stem(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+  got = model.apply(variables, x, return_features=True)["stem"]
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
