@@ -20,7 +20,15 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 SHORTCUTS = ("A", "B", "C", None)
-NORMS = ("batch", "group")
+NORMS = ("batch", "group", "folded")
+
+
+class _Folded(nn.Module):
+  """Stands where a BatchNorm stood once `inference.fold_batchnorm` has moved it into the conv."""
+  scale_init: Any = None
+
+  def __call__(self, x):
+    return x
 
 
 def _symmetric_uniform(limit: float) -> Callable:
@@ -203,7 +211,9 @@ class ResNet(nn.Module):
     zero_init_residual: zero the scale of each block's last norm (torchvision's option).
     groups, width_per_group: ResNeXt cardinality and width of each group (Bottleneck only).
     replace_stride_with_dilation: for layer2..layer4, dilate instead of striding (segmentation).
-    norm: 'batch' (BatchNorm with running statistics in `batch_stats`) or 'group' (GroupNorm).
+    norm: 'batch' (BatchNorm with running statistics in `batch_stats`), 'group' (GroupNorm), or
+      'folded' (inference only: every conv has a bias that holds its BatchNorm; see
+      `resnet_jax.inference.fold_batchnorm`).
     norm_groups: number of groups for `norm='group'`.
     dtype: compute dtype (e.g. bfloat16); parameters and norm statistics stay in `param_dtype`.
     axis_name: `pmap` axis over which BatchNorm statistics are synchronised.
@@ -252,9 +262,11 @@ class ResNet(nn.Module):
       raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
 
   def _layers(self, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
+    conv = functools.partial(nn.Conv, use_bias=self.norm == "folded", kernel_init=conv_kernel_init,
                              dtype=self.dtype, param_dtype=self.param_dtype)
-    if self.norm == "batch":
+    if self.norm == "folded":
+      norm = _Folded
+    elif self.norm == "batch":
       norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                                epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                                axis_name=self.axis_name)

@@ -1,0 +1,55 @@
+"""The inference-optimised model: BatchNorm folded into the preceding convolutions."""
+
+from __future__ import annotations
+
+import flax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax.models import ResNet
+
+EPSILON = 1e-5  # models.BatchNorm's, torchvision's
+
+
+def fold_batchnorm(model: ResNet, variables: dict) -> tuple[ResNet, dict]:
+  """Returns an eval-mode-equivalent model whose convolutions carry their BatchNorm.
+
+  Each `conv -> BatchNorm(running statistics)` pair becomes one convolution with a bias:
+  `kernel * a` and bias `b`, where `a = scale / sqrt(var + eps)` and `b = bias - mean * a`. The network
+  then has no normalisation pass at all, which lets XLA/cuDNN fuse convolution, bias, residual add and
+  ReLU into one kernel. The folding is done in float64 and stored in `param_dtype`; outputs agree with
+  `model.apply(variables, x, train=False)` to float32 rounding (checked in tests/test_inference.py).
+
+  Args:
+    model: a `ResNet` with `norm='batch'`.
+    variables: its {'params', 'batch_stats'}.
+
+  Returns:
+    (the same model with `norm='folded'`, its {'params'}).
+  """
+  if model.norm != "batch":
+    raise ValueError(f"only BatchNorm can be folded, the model has norm={model.norm!r}")
+  params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
+  stats = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["batch_stats"]))
+  folded = {}
+  for path, value in params.items():
+    *module, leaf = path
+    if module[-1] == "fc":
+      folded[path] = value
+      continue
+    if leaf != "kernel":
+      continue  # norm parameters, consumed with their conv below
+    norm = tuple(module[:-1]) + (_norm_of(module[-1]),)
+    a = (np.asarray(params[norm + ("scale",)], np.float64)
+         / np.sqrt(np.asarray(stats[norm + ("var",)], np.float64) + EPSILON))
+    b = np.asarray(params[norm + ("bias",)], np.float64) - np.asarray(
+        stats[norm + ("mean",)], np.float64) * a
+    dtype = np.asarray(value).dtype
+    folded[path] = jnp.asarray(np.asarray(value, np.float64) * a, dtype)  # HWIO: a is per O
+    folded[tuple(module) + ("bias",)] = jnp.asarray(b, dtype)
+  return model.clone(norm="folded"), {"params": flax.traverse_util.unflatten_dict(folded)}
+
+
+def _norm_of(conv: str) -> str:
+  """The norm that follows a conv, named as models.py names it (conv1 -> bn1, downsample_conv -> ..._bn)."""
+  return "downsample_bn" if conv == "downsample_conv" else conv.replace("conv", "bn")
