@@ -136,6 +136,7 @@ def test_sigkill_at_an_arbitrary_step_then_resume(env, uninterrupted):
   _assert_same_as_uninterrupted(workdir, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_then_resume(env, uninterrupted):
   base, env = env
   workdir = base / "killed_in_save"
