@@ -26,3 +26,11 @@ def test_throughput_benchmark_runs(tmp_path, torchvision, capsys):
       ("train", "jax"), ("train", "torch_eager"), ("infer", "jax"), ("infer", "torch_eager")}
   assert all(r["images_per_s"] > 0 and len(r["windows"]) == 2 for r in results["runs"])
   assert "| resnet18 | train |" in capsys.readouterr().out
+
+
+def test_input_pipeline_benchmark_runs(tmp_path):
+  bench = _load("input_pipeline")
+  bench.write_jpegs(str(tmp_path), 12, classes=3)
+  assert len(list(tmp_path.glob("class_*/*.jpg"))) == 12
+  result = bench.measure(str(tmp_path), batch=4, threads=2, image_size=32, batches=2, windows=2)
+  assert result["images_per_s"] > 0 and len(result["windows"]) == 2
