@@ -186,7 +186,8 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
       after the step so the replicas stay identical (what gets evaluated and saved).
 
   Returns:
-    (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate').
+    (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate', and 'finite', 1 when
+    the loss and the new state are finite).
   """
   chex.assert_rank(batch["image"], 4)
   # Normalised in float32, then cast to the compute dtype (bfloat16 on accelerators).
@@ -209,8 +210,12 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
       batch_stats = jax.lax.pmean(batch_stats, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # A finite loss can still produce an infinite update: the loop checks this before any save.
+  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, batch_stats))]))
   metrics = {"loss": loss, "accuracy": accuracy,
-             "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
+             "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+             "finite": finite.astype(jnp.float32)}
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, metrics
@@ -356,7 +361,8 @@ class Data:
 
 
 def create_data(config: ml_collections.ConfigDict) -> Data:
-  in_channels = config.model_overrides.get("in_channels", 3)
+  # model_overrides holds only the ResNet fields a recipe changes, so the model's default applies.
+  in_channels = config.model_overrides.get("in_channels", models.ResNet.in_channels)
   image_shape = (config.image_size, config.image_size, in_channels)
   kw = dict(dataset=config.dataset, data_dir=config.data_dir, image_shape=image_shape,
             num_classes=config.num_classes or 1000, synthetic_examples=config.synthetic_examples)
@@ -437,9 +443,10 @@ class NonFiniteLossError(FloatingPointError):
 
 def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optional[int]) -> None:
   for i, scalars in enumerate(history):
-    if not math.isfinite(scalars["loss"]):
+    if not math.isfinite(scalars["loss"]) or scalars["finite"] != 1.0:
       raise NonFiniteLossError(
-          f"the training loss is {scalars['loss']} at step {first_step + i + 1}; stopping without "
+          f"the training loss or the updated parameters are not finite at step {first_step + i + 1} "
+          f"(loss {scalars['loss']}); stopping without "
           f"saving this state. The last checkpoint (step {last_checkpoint}) is intact: lower "
           "config.learning_rate, add config.warmup or check the data, then restart")
 
@@ -518,7 +525,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The final evaluation metrics ('loss', 'top1', 'top5', 'count').
 
   Raises:
-    NonFiniteLossError: the loss became NaN or infinite; nothing after the last good checkpoint
+    NonFiniteLossError: the loss or the updated state became NaN or infinite; nothing after the last good checkpoint
       is saved (the policy: stop, keep the checkpoints, let the user change the recipe).
   """
   from tqdm import tqdm
@@ -541,7 +548,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         history = [run.layout.scalars(m) for m in pending]
         _check_finite(history, step - len(history), run.last_checkpoint)
         now = time.perf_counter()
-        scalars = dict(history[-1], images_per_sec=(step - tick_step) * config.batch_size / (now - tick))
+        scalars = {k: v for k, v in history[-1].items() if k != "finite"}
+        scalars = dict(scalars, images_per_sec=(step - tick_step) * config.batch_size / (now - tick))
         pending, tick, tick_step = [], now, step
         run.writer.write(step, "train", scalars)
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.4g}",

@@ -175,6 +175,20 @@ def test_per_device_batch_norm_is_not_global(single_device_run):
     chex.assert_trees_all_close(state.batch_stats, ref_state.batch_stats, **TOLERANCE)
 
 
+def test_bfloat16_compute_keeps_float32_parameters_and_loss():
+  assert train_lib.compute_dtype("auto") == jnp.float32  # On CPU; bfloat16 on GPU/TPU.
+  model = models.get_model("resnet20", num_classes=10, dtype=jnp.bfloat16, **TINY)
+  tx = optax.sgd(0.1)
+  state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
+  batch = _batches()[0]
+  new_state, metrics = jax.jit(lambda s, b: train_lib.train_step(
+      s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,),
+      std=(105.0,)))(state, batch)
+  chex.assert_trees_all_equal_dtypes(new_state.params, state.params)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((new_state.params, new_state.batch_stats)))
+  assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation.
 
@@ -270,7 +284,9 @@ def test_nan_loss_stops_before_saving(tmp_path):
   """Policy: a non-finite loss stops training with NonFiniteLossError; the state that produced
   it is never saved, and every checkpoint left in the workdir is finite and loadable."""
   workdir = str(tmp_path / "run")
-  config = tiny_config(num_train_steps=12, checkpoint_every_steps=2, lr_boundaries=())
+  # Under pmap, so the loop's pmap paths (metrics and checkpointed state off a device axis) run too.
+  config = tiny_config(num_train_steps=12, checkpoint_every_steps=2, lr_boundaries=(),
+                       parallelism="pmap")
   config.base_learning_rate = 1.6e4  # lr 1000: diverges within a few steps.
   with pytest.raises(train_lib.NonFiniteLossError, match="last checkpoint"):
     train_lib.train_and_evaluate(config, workdir)
