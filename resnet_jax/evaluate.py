@@ -1,0 +1,333 @@
+"""`resnet-jax evaluate`: a checkpoint's top-1/top-5 error under the paper's testing protocols.
+
+A converted model (`resnet-jax convert --out DIR`) or a training workdir is scored on a dataset
+split with one of `resnet_jax.protocols`' views: 'center' (one crop), 'ten_crop' (AlexNet's 10
+crops) or 'multi_scale' (the fully-convolutional form: whole images at 5 scales and their mirrors),
+the scores averaged over the views. Views go to the devices in fixed-size calls split across every
+local device; each process scores its own share of the split (examples p, p + P, ...), and the
+counts are summed over processes, so every example counts exactly once.
+
+Sizes scale with the model's input size s (224 for ImageNet): the crop is s, the resize before
+cropping round(s * 256 / 224), the multi-scale sides round(s * {224, 256, 384, 480, 640} / 224).
+JAX is imported inside the functions, so that `resnet-jax --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import importlib.util
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from resnet_jax import input_pipeline, protocols
+
+# The paper's test resize for a 224 crop; other input sizes keep the ratio.
+PAPER_RESIZE_RATIO = protocols.TEST_RESIZE / protocols.PAPER_CROP
+
+
+@dataclasses.dataclass
+class Result:
+  """What `evaluate` measured. `scores`, `labels` and `indices` are this process's examples only.
+
+  Attributes:
+    errors: {1: top-1 error, 5: top-5 error} in percent, over every example of the split.
+    count: number of examples scored, over all processes.
+    views: views per image (of the first image; multi-scale on mixed sizes varies in shape only).
+    scores: (local examples, classes) averaged softmax probabilities or logits.
+    labels, indices: each local example's label and index in the split.
+  """
+  errors: dict
+  count: int
+  views: int
+  scores: np.ndarray
+  labels: np.ndarray
+  indices: np.ndarray
+
+
+@dataclasses.dataclass
+class Preprocessing:
+  """How the model expects its input: normalisation and the input (crop) size it was trained at."""
+  mean: tuple
+  std: Optional[tuple]
+  image_size: int
+
+
+# ----------------------------------------------------------------------------------------------
+# What the checkpoint and the user say about the input.
+
+def load_config(path: str):
+  """`get_config()` of a config file such as configs/digits.py (its repository's `configs` package
+  is made importable, as train.py does)."""
+  path = os.path.abspath(path)
+  root = os.path.dirname(os.path.dirname(path))
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  spec = importlib.util.spec_from_file_location("_resnet_jax_eval_config", path)
+  if spec is None or not os.path.isfile(path):
+    raise FileNotFoundError(f"no config file at {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def preprocessing(metadata: dict, *, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None, image_size: Optional[int] = None,
+                  config: Any = None) -> Preprocessing:
+  """The normalisation and input size to evaluate with, first found of, per value:
+
+  the explicit arguments; the checkpoint's metadata ('mean', 'std', 'image_size' or 'crop_size');
+  the training config the model was made with; for weights converted from torchvision (metadata
+  'weights'), ImageNet's mean and std and 224. Anything else is an error: a wrong normalisation
+  gives plausible but wrong errors.
+  """
+  converted = "weights" in metadata
+  defaults = {"mean": input_pipeline.IMAGENET_MEAN, "std": input_pipeline.IMAGENET_STD,
+              "image_size": 224} if converted else {}
+  config_values = ({"mean": config.mean, "std": config.std, "image_size": config.image_size}
+                   if config is not None else {})
+  chosen = {}
+  for key, given in (("mean", mean), ("std", std), ("image_size", image_size)):
+    if given is None and key in metadata:  # A recorded std of None: the paper's mean subtraction only.
+      chosen[key] = metadata[key]
+      continue
+    found = given
+    if found is None and key == "image_size":
+      found = metadata.get("crop_size")
+    if found is None:
+      found = config_values.get(key, defaults.get(key))
+    if found is None:
+      raise ValueError(
+          f"the checkpoint does not record its input {key.replace('_', ' ')}; pass the training "
+          f"config (--config configs/NAME.py) or --{key.replace('_', '-')} as the model was trained")
+    chosen[key] = found
+  return Preprocessing(mean=tuple(float(m) for m in np.ravel(chosen["mean"])),
+                       std=None if chosen["std"] is None else
+                       tuple(float(s) for s in np.ravel(chosen["std"])),
+                       image_size=int(chosen["image_size"]))
+
+
+def view_sizes(protocol: str, image_size: int, *, resize_size: Optional[int] = None,
+               scales: Optional[Sequence[int]] = None) -> dict:
+  """The size keywords of `protocols.get_protocol(protocol, ...)` for a model of `image_size` input."""
+  if protocol in ("center", "ten_crop"):
+    resize = resize_size or int(round(image_size * PAPER_RESIZE_RATIO))
+    if resize < image_size:
+      raise ValueError(f"resize size {resize} is smaller than the crop {image_size}")
+    return {"resize_size": resize, "crop_size": image_size}
+  if protocol == "multi_scale":
+    scales = scales or [int(round(s * image_size / protocols.PAPER_CROP)) for s in protocols.MULTI_SCALES]
+    return {"scales": tuple(int(s) for s in scales)}
+  raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(protocols.PROTOCOLS)}")
+
+
+def default_split(dataset: str) -> str:
+  """The split the paper reports on: ImageNet's 'validation', an image folder's 'val', else 'test'."""
+  if dataset.startswith("imagenet"):
+    return "validation"
+  return "val" if dataset == "folder" else "test"
+
+
+def load_source(dataset: str, split: Optional[str] = None, data_dir: str = ""):
+  """A raw-image source of the input pipeline: 'digits', 'folder' (DATA_DIR/SPLIT/<class>/*.jpg), or
+  a prepared TFDS dataset by name (e.g. 'cifar10', 'imagenet2012')."""
+  split = split or default_split(dataset)
+  if dataset == "digits":
+    return input_pipeline.get_source("digits", split)
+  if dataset == "folder":
+    if not data_dir:
+      raise ValueError("--dataset folder needs --data-dir ROOT (images in ROOT/SPLIT/<class>/)")
+    return input_pipeline.get_source("folder", split, data_dir=data_dir)
+  return input_pipeline.get_source("tfds", split, dataset=dataset, data_dir=data_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model on every local device.
+
+def sharded_logits_fn(model, variables: dict, devices: Optional[Sequence] = None) -> Callable:
+  """`logits_fn(views_nhwc float32) -> numpy logits`, the views split over `devices` (default: all
+  local devices) and the variables replicated on them. Views must come in multiples of the
+  device count; one compilation per view shape."""
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  mesh = Mesh(np.asarray(devices or jax.local_devices()), ("data",))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  split = NamedSharding(mesh, PartitionSpec("data"))
+  on_devices = jax.device_put(variables, replicated)
+
+  @jax.jit
+  def apply(variables, views):
+    return model.apply(variables, views.astype(model.dtype), train=False)
+
+  def logits_fn(views: np.ndarray) -> np.ndarray:
+    # Explicit placement: the views arrive from the host, split along the batch, and the output
+    # is gathered back whole.
+    return np.asarray(apply(on_devices, jax.device_put(np.asarray(views, np.float32), split)))
+
+  return logits_fn
+
+
+def build_model(metadata: dict, dtype: str = "float32"):
+  """The architecture recorded in a checkpoint's metadata, with its overrides and class count."""
+  from resnet_jax import models, train_lib
+  if not metadata.get("num_classes"):
+    raise ValueError(f"the checkpoint's {metadata['arch']} has no classifier (num_classes "
+                     f"{metadata.get('num_classes')}): nothing to evaluate")
+  return models.get_model(metadata["arch"], num_classes=metadata["num_classes"],
+                          dtype=train_lib.compute_dtype(dtype),
+                          **dict(metadata.get("model_overrides") or {}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+def _read(source, indices: Sequence[int], pool) -> tuple[list, np.ndarray]:
+  examples = list(pool.map(source.__getitem__, indices))
+  return [e["image"] for e in examples], np.array([e["label"] for e in examples], np.int64)
+
+
+def _sum_over_processes(values: np.ndarray) -> np.ndarray:
+  import jax
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
+def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protocol: str = "center", *,
+             split: Optional[str] = None, data_dir: str = "", average: str = "softmax",
+             mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+             image_size: Optional[int] = None, resize_size: Optional[int] = None,
+             scales: Optional[Sequence[int]] = None, config: Any = None,
+             per_device_batch: int = 16, images_per_call: int = 64, dtype: str = "float32",
+             limit: Optional[int] = None, progress: bool = False) -> Result:
+  """Top-1/top-5 error of a checkpoint on a dataset split under a testing protocol.
+
+  Args:
+    variables_dir: a `save_variables` directory (e.g. converted weights) or a training workdir; or
+      a `(variables, metadata)` pair as `checkpoints.load_variables` returns.
+    dataset: 'digits', 'folder' or a TFDS name (see `load_source`), or a source object
+      (a sequence of {'image': uint8 HWC, 'label': int}).
+    protocol: 'center', 'ten_crop' or 'multi_scale'.
+    split, data_dir: which split, and where the data lives (see `load_source`).
+    average: average softmax probabilities ('softmax') or logits ('logits') over the views.
+    mean, std, image_size, config: the input the model expects (see `preprocessing`).
+    resize_size, scales: override the view sizes (see `view_sizes`).
+    per_device_batch: views per device per call; calls hold `per_device_batch * local devices`
+      views, zero-padded. Smaller wastes less padding on multi-scale views of mixed-size images.
+    images_per_call: images whose views are made and scored together (host memory).
+    dtype: compute dtype ('float32', 'bfloat16' or 'auto').
+    limit: score only the first `limit` examples (quick checks).
+    progress: show a progress bar.
+
+  Returns:
+    A `Result`.
+  """
+  import jax
+  from resnet_jax import checkpoints
+  variables, metadata = (checkpoints.load_variables(variables_dir)
+                         if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
+  prep = preprocessing(metadata, mean=mean, std=std, image_size=image_size, config=config)
+  views_fn = protocols.get_protocol(protocol, **view_sizes(protocol, prep.image_size,
+                                                           resize_size=resize_size, scales=scales))
+  source = load_source(dataset, split, data_dir) if isinstance(dataset, str) else dataset
+  model = build_model(metadata, dtype)
+  logits_fn = sharded_logits_fn(model, variables)
+  chunk = per_device_batch * jax.local_device_count()
+
+  n = len(source) if limit is None else min(limit, len(source))
+  indices = np.arange(jax.process_index(), n, jax.process_count())
+  if n == 0:
+    raise ValueError("the split is empty: nothing to evaluate")
+  scores, labels = [], []
+  from tqdm import tqdm
+  bar = tqdm(total=len(indices), desc=f"evaluate {protocol}", unit="img", disable=not progress)
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for start in range(0, len(indices), images_per_call):
+      images, block_labels = _read(source, indices[start:start + images_per_call], pool)
+      scores.append(protocols.averaged_scores(logits_fn, images, views_fn, mean=np.array(prep.mean),
+                                              std=None if prep.std is None else np.array(prep.std),
+                                              average=average, chunk=chunk))
+      labels.append(block_labels)
+      bar.update(len(images))
+  bar.close()
+  scores = np.concatenate(scores) if scores else np.zeros((0, metadata["num_classes"]))
+  labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+  ks = (1, min(5, scores.shape[-1]))
+  hits = np.array([np.sum(np.asarray(protocols.topk_correct(scores, labels, k))) if len(labels) else 0
+                   for k in ks] + [len(labels)], np.int64)
+  hits = _sum_over_processes(hits)
+  count = int(hits[-1])
+  errors = {k: 100.0 * (1.0 - h / count) for k, h in zip((1, 5), hits[:-1])}
+  first = source[int(indices[0])]["image"] if len(indices) else source[0]["image"]
+  return Result(errors=errors, count=count, views=protocols.num_views(views_fn, first),
+                scores=scores, labels=labels, indices=indices)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+PROTOCOL_NAMES = {"center": "center crop", "ten_crop": "10-crop", "multi_scale": "multi-scale"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """The options of `resnet-jax evaluate`."""
+  p.add_argument("--checkpoint", required=True,
+                 help="converted model directory (resnet-jax convert --out) or training workdir")
+  p.add_argument("--dataset", required=True,
+                 help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
+                      "prepared TFDS dataset, e.g. cifar10, imagenet2012")
+  p.add_argument("--split", help="default: 'validation' for imagenet*, 'val' for folder, else 'test'")
+  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root")
+  p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center")
+  p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
+                 help="average softmax probabilities or logits over the views")
+  p.add_argument("--config", help="the training config (e.g. configs/digits.py), for the mean, std "
+                                  "and image size when the checkpoint does not record them")
+  p.add_argument("--mean", type=float, nargs="+", help="per-channel mean, 0-255 scale")
+  p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation, 0-255 scale")
+  p.add_argument("--image-size", type=int, help="the model's input (crop) size")
+  p.add_argument("--resize-size", type=int,
+                 help="shorter side before cropping (center, ten_crop); default image size x 256/224")
+  p.add_argument("--scales", type=int, nargs="+",
+                 help="shorter sides of multi_scale; default image size x {224,256,384,480,640}/224")
+  p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
+  p.add_argument("--images-per-call", type=int, default=64)
+  p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32")
+  p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+
+
+def run(args: argparse.Namespace) -> int:
+  """Evaluates as `args` say and prints the errors; returns the exit code."""
+  config = load_config(args.config) if args.config else None
+  result = evaluate(
+      args.checkpoint, args.dataset, args.protocol, split=args.split, data_dir=args.data_dir,
+      average=args.average, mean=args.mean, std=args.std, image_size=args.image_size,
+      resize_size=args.resize_size, scales=args.scales, config=config,
+      per_device_batch=args.per_device_batch, images_per_call=args.images_per_call,
+      dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
+  split = args.split or default_split(args.dataset)
+  print(f"{args.checkpoint} on {args.dataset}/{split} ({result.count} images), "
+        f"{PROTOCOL_NAMES[args.protocol]} testing ({result.views} views, {args.average} average): "
+        f"{protocols.format_errors(result.errors)}")
+  return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`resnet-jax evaluate ...`; `argv` holds the arguments after the subcommand's name."""
+  parser = argparse.ArgumentParser(prog="resnet-jax evaluate", description=__doc__.split("\n")[0])
+  add_arguments(parser)
+  args = parser.parse_args(argv)
+  try:
+    return run(args)
+  except (ImportError, OSError, ValueError) as e:  # Missing data or checkpoint, bad sizes: no traceback.
+    print(f"resnet-jax evaluate: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

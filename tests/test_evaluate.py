@@ -1,0 +1,108 @@
+"""Tests of resnet_jax.evaluate: the three protocols on a tiny checkpoint against a slow reference."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import checkpoints, evaluate, input_pipeline, models, protocols
+
+# A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
+OVERRIDES = {"stage_sizes": [1, 1, 1], "in_channels": 1}
+MEAN, STD = (84.0,), (105.0,)
+NUM_EXAMPLES = 13  # Odd, and not a multiple of the images per call nor of the 8 devices.
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A saved resnet20-shaped model with random weights and non-trivial BatchNorm statistics."""
+  model = models.get_model("resnet20", num_classes=10, **OVERRIDES)
+  # Jitted, with RBG keys: op-by-op init and threefry normals each cost XLA:CPU many compilations.
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 8, 8, 1)))
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda x: np.asarray(x) + 0.1 * rng.standard_normal(x.shape, np.float32),
+                           variables)
+  variables["batch_stats"] = jax.tree.map(np.abs, variables["batch_stats"])  # Variances > 0.
+  metadata = {"arch": "resnet20", "num_classes": 10, "model_overrides": OVERRIDES,
+              "mean": list(MEAN), "std": list(STD), "image_size": 8}
+  directory = checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "model", variables, metadata)
+  return directory, model, variables
+
+
+@pytest.fixture(scope="module")
+def source():
+  test = input_pipeline.digits("test")
+  return input_pipeline.InMemorySource(test.images[:NUM_EXAMPLES], test.labels[:NUM_EXAMPLES], 10)
+
+
+def reference_scores(model, variables, images, views_fn, average):
+  """One unsharded call per view shape, straight through protocols.averaged_scores."""
+  logits_fn = jax.jit(functools.partial(model.apply, variables))
+  return protocols.averaged_scores(logits_fn, images, views_fn, mean=np.array(MEAN),
+                                   std=np.array(STD), average=average)
+
+
+@pytest.mark.parametrize("protocol,average", [("center", "softmax"), ("ten_crop", "softmax"),
+                                              ("multi_scale", "softmax"), ("ten_crop", "logits")],
+                         ids=["center", "ten_crop", "multi_scale", "ten_crop_logits"])
+def test_protocols_match_reference_and_count_each_example_once(checkpoint, source, protocol, average):
+  directory, model, variables = checkpoint
+  # 4 images per call and 1 view per device: every call is padded, the last block holds 1 image.
+  # Three scales instead of five: each view shape is one more compilation, here and in the reference.
+  scales = (8, 11, 14) if protocol == "multi_scale" else None
+  result = evaluate.evaluate(directory, source, protocol, average=average, per_device_batch=1,
+                             images_per_call=4, scales=scales)
+  views_fn = protocols.get_protocol(protocol, **evaluate.view_sizes(protocol, 8, scales=scales))
+  images = [source[i]["image"] for i in range(NUM_EXAMPLES)]
+  expected = reference_scores(model, variables, images, views_fn, average)
+  assert result.count == NUM_EXAMPLES
+  np.testing.assert_array_equal(result.indices, np.arange(NUM_EXAMPLES))
+  np.testing.assert_array_equal(result.labels, source.labels)
+  np.testing.assert_allclose(result.scores, expected, rtol=1e-5, atol=1e-6)
+  assert result.errors == pytest.approx(protocols.topk_errors(expected, source.labels))
+  assert result.views == {"center": 1, "ten_crop": 10, "multi_scale": 6}[protocol]
+
+
+def test_limit_scores_a_prefix(checkpoint, source):
+  result = evaluate.evaluate(checkpoint[0], source, "center", limit=5, per_device_batch=1)
+  assert result.count == 5 and len(result.scores) == 5
+
+
+def test_paper_sizes_at_224():
+  assert evaluate.view_sizes("ten_crop", 224) == {"resize_size": 256, "crop_size": 224}
+  assert evaluate.view_sizes("multi_scale", 224) == {"scales": (224, 256, 384, 480, 640)}
+  assert evaluate.view_sizes("multi_scale", 32) == {"scales": (32, 37, 55, 69, 91)}
+  with pytest.raises(ValueError, match="smaller than the crop"):
+    evaluate.view_sizes("center", 32, resize_size=30)
+
+
+def test_preprocessing_sources_in_order():
+  converted = {"arch": "resnet50", "num_classes": 1000, "weights": "IMAGENET1K_V2", "crop_size": 224}
+  prep = evaluate.preprocessing(converted)
+  assert prep.mean == input_pipeline.IMAGENET_MEAN and prep.image_size == 224
+  from configs import digits
+  workdir_meta = {"arch": "resnet20", "num_classes": 10, "step": 5}
+  prep = evaluate.preprocessing(workdir_meta, config=digits.get_config())
+  assert (prep.mean, prep.std, prep.image_size) == ((84.0,), (105.0,), 16)
+  assert evaluate.preprocessing(workdir_meta, config=digits.get_config(), image_size=8).image_size == 8
+  with pytest.raises(ValueError, match="--config"):
+    evaluate.preprocessing(workdir_meta)
+
+
+def test_main_prints_errors(checkpoint, capsys):
+  code = evaluate.main(["--checkpoint", str(checkpoint[0]), "--dataset", "digits", "--protocol",
+                        "ten_crop", "--limit", "7", "--per-device-batch", "2"])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert "digits/test (7 images), 10-crop testing (10 views, softmax average): top-1 error" in out
+  assert "top-5 error" in out
+
+
+def test_main_reports_a_missing_normalisation(checkpoint, tmp_path, capsys):
+  variables, metadata = checkpoints.load_variables(checkpoint[0])
+  bare = {k: v for k, v in metadata.items() if k not in ("mean", "std", "image_size")}
+  directory = checkpoints.save_variables(tmp_path / "bare", variables, bare)
+  assert evaluate.main(["--checkpoint", directory, "--dataset", "digits"]) == 2
+  assert "--config" in capsys.readouterr().err
