@@ -1,6 +1,7 @@
 """`resnet-jax convert|verify|predict|export|plot`: thin commands over convert, hub and transforms.
 
-Heavy imports (jax, torch) happen inside the commands, so that `resnet-jax --help` is instant.
+Heavy imports (torch, torchvision, Orbax, the converters) happen inside the commands, so that
+`resnet-jax --help` costs no more than importing the package.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def cmd_convert(args) -> int:
     variables = convert.replace_head(variables, arch, args.num_classes, args.seed)
     head = f"new, {args.num_classes} classes, seed {args.seed}" if args.num_classes else "removed"
     num_classes = args.num_classes or None
-  metadata = {"arch": arch, "num_classes": num_classes, "source": os.path.abspath(path)
-              if os.path.exists(path) else path, "weights": args.weights, "head": head,
+  # `path` is always a local file: names and URLs resolve to the download cache.
+  metadata = {"arch": arch, "num_classes": num_classes, "source": os.path.abspath(path),
+              "weights": args.weights, "head": head,
               "resize_size": transform.resize_size, "crop_size": transform.crop_size}
   out = checkpoints.save_variables(args.out, variables, metadata)
   print(f"wrote {arch} (num_classes={num_classes}, head {head}) to {out}")
@@ -69,24 +71,30 @@ def _verification_inputs(args, transform):
   return inputs
 
 
-def cmd_verify(args) -> int:
-  import jax
-  import jax.numpy as jnp
+def _torchvision_for_verify(args):
+  """(torchvision model holding the weights, arch, transform) for `verify`."""
   from resnet_jax import convert, transforms
-  from resnet_jax.models import get_model
   if args.weights == "random":
     if args.arch is None:
       raise _Error("--weights random needs --arch")
-    torch_model = convert.torchvision_model(args.arch, seed=args.seed)
-    arch, transform = args.arch, transforms.ImageClassification()
-  else:
-    import torch
-    state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
-    fc = state.get("fc.weight")
-    torch_model = convert.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
-    if fc is None:
-      torch_model.fc = torch.nn.Identity()
-    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return (convert.torchvision_model(args.arch, seed=args.seed), args.arch,
+            transforms.ImageClassification())
+  import torch
+  state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
+  fc = state.get("fc.weight")
+  model = convert.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
+  if fc is None:
+    model.fc = torch.nn.Identity()
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+  return model, arch, transform
+
+
+def cmd_verify(args) -> int:
+  import jax
+  import jax.numpy as jnp
+  from resnet_jax import convert
+  from resnet_jax.models import get_model
+  torch_model, arch, transform = _torchvision_for_verify(args)
   variables = convert.from_torchvision(torch_model, arch)
   fc = variables["params"].get("fc")
   model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None,
@@ -100,10 +108,8 @@ def cmd_verify(args) -> int:
   for name, x in _verification_inputs(args, transform).items():
     expected = convert.run_torchvision(torch_model, x)
     with jax.default_matmul_precision(args.precision):
-      logits = model.apply(variables, x)
-    agreement = convert.compare_logits(logits, expected)
-    shape = "x".join(map(str, x.shape))
-    print(f"  {name:7s} {shape:>14s}: {agreement}")
+      agreement = convert.compare_logits(model.apply(variables, x), expected)
+    print(f"  {name:7s} {'x'.join(map(str, x.shape)):>14s}: {agreement}")
     ok &= agreement.rel <= rtol and agreement.top1 >= min_top1
   print(f"{'PASS' if ok else 'FAIL'}: tolerance rel <= {rtol:g}, top-1 agreement >= {min_top1:.0%}")
   return 0 if ok else 1
@@ -116,6 +122,7 @@ def _model_for_predict(args):
   if os.path.isdir(args.weights):
     variables, metadata = checkpoints.load_variables(args.weights)
     arch = args.arch or metadata["arch"]
+    # Training checkpoints record no preprocessing: those get the V1 recipe's.
     transform = transforms.ImageClassification(
         resize_size=metadata.get("resize_size", 256), crop_size=metadata.get("crop_size", 224))
   else:
@@ -133,10 +140,10 @@ def _model_for_predict(args):
 def cmd_predict(args) -> int:
   import jax
   import numpy as np
-  model, variables, transform, names = _model_for_predict(args)
   for path in args.images:
     if not os.path.isfile(path):
       raise _Error(f"no image file at {path}")
+  model, variables, transform, names = _model_for_predict(args)
   logits = model.apply(variables, transform(args.images))
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   for path, p in zip(args.images, probabilities):
@@ -236,6 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   package_log = logging.getLogger("resnet_jax")
   package_log.addHandler(handler)
   package_log.setLevel(logging.INFO)
+  package_log.propagate = False  # a root handler set up by a dependency would print it twice
   try:
     return args.run(args)
   # convert's ConversionError and CheckpointError are ValueErrors, hub's DownloadError an OSError.
@@ -244,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   finally:
     package_log.removeHandler(handler)
+    package_log.propagate = True
 
 
 if __name__ == "__main__":

@@ -298,8 +298,9 @@ def from_torchvision(source: Any, arch: Optional[str] = None) -> dict[str, dict]
   for key, (path, _) in torchvision_layout(arch, num_classes).items():
     value = state[key]
     if np.issubdtype(value.dtype, np.floating):
-      value = value.astype(np.float32)
-    flat[path] = np.ascontiguousarray(_to_flax_layout(value))
+      value = value.astype(np.float32, copy=False)
+    # A copy, always: a torch module's arrays share memory with it, and torch updates in place.
+    flat[path] = np.array(_to_flax_layout(value), order="C", copy=True)
   return traverse_util.unflatten_dict(flat)
 
 
@@ -322,9 +323,10 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
   state = {}
   for path, value in flat.items():
     value = np.asarray(value)
-    if np.issubdtype(value.dtype, np.floating) or value.dtype.kind == "V":  # V: ml_dtypes bfloat16
+    if value.dtype != np.float32 and (np.issubdtype(value.dtype, np.floating)
+                                      or value.dtype.kind == "V"):  # V: ml_dtypes' bfloat16
       value = value.astype(np.float32)
-    state[torch_key(path)] = np.ascontiguousarray(_to_torch_layout(value))
+    state[torch_key(path)] = np.array(_to_torch_layout(value), order="C", copy=True)
     if path[0] == "batch_stats" and path[-1] == "var":
       module = torch_key(path).rsplit(".", 1)[0]
       state[f"{module}.num_batches_tracked"] = np.zeros((), np.int64)

@@ -173,8 +173,8 @@ def fetch(weights: Weights, directory: Optional[str] = None) -> str:
     except (urllib.error.URLError, OSError) as e:
       raise DownloadError(
           f"could not download {weights.arch} {weights.name} from {weights.url}: {e}.\n"
-          f"Without network access, get {weights.filename} on another machine (torchvision caches it "
-          f"in ~/.cache/torch/hub/checkpoints) and either pass its path, "
+          f"Without network access: download {weights.filename} elsewhere (torchvision keeps it in "
+          f"~/.cache/torch/hub/checkpoints) and pass its path, as "
           f"resnet_jax.pretrained({weights.arch!r}, weights='/path/to/{weights.filename}') or "
           f"`--weights /path/to/{weights.filename}`, or copy it to {target}") from e
     if not digest.hexdigest().startswith(weights.sha256):

@@ -57,13 +57,11 @@ def test_console_entry_point():
     assert command in result.stdout
 
 
-def test_verify_random_weights_subprocess():
-  result = subprocess.run(
-      [sys.executable, "-m", "resnet_jax.cli", "verify", "--arch", "resnet18", "--weights", "random",
-       "--batch", "2", "--size", "64", "--no-photos"],
-      capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert result.returncode == 0, result.stderr
-  assert "random" in result.stdout and "max abs" in result.stdout and "PASS" in result.stdout
+def test_verify_random_weights(capsys):
+  code, out, err = _run(capsys, "verify", "--arch", "resnet18", "--weights", "random", "--batch", "2",
+                        "--size", "64", "--no-photos")
+  assert code == 0, err
+  assert "random" in out and "max abs" in out and "PASS" in out
 
 
 def test_verify_file_with_photos_and_failing_tolerance(capsys, pth):
@@ -142,7 +140,11 @@ def test_errors_are_one_line_and_exit_2(capsys, resnet18, torch, tmp_path):
   assert code == 2 and "not a readable PyTorch checkpoint" in err
   code, _, err = _run(capsys, "verify", "--weights", "IMAGENET1K_V1")
   assert code == 2 and "name the architecture" in err
-  code, _, err = _run(capsys, "predict", "--arch", "resnet50", "--weights", "IMAGENET1K_V3", "x.jpg")
+  code, _, err = _run(capsys, "predict", "--arch", "resnet18", "--weights", "IMAGENET1K_V1", "x.jpg")
+  assert code == 2 and "no image file at x.jpg" in err
+  image = tmp_path / "x.png"
+  Image.new("RGB", (8, 8)).save(image)
+  code, _, err = _run(capsys, "predict", "--arch", "resnet50", "--weights", "IMAGENET1K_V3", str(image))
   assert code == 2 and "unknown weights 'IMAGENET1K_V3'" in err
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 

@@ -62,25 +62,26 @@ def _check_parity(torch_model, arch, jit, **overrides):
     if not key.endswith("num_batches_tracked"):
       assert torch.equal(back[key], value), key
   _assert_same_tree(convert.from_torchvision(back, arch), variables)
-  # A copy has the same modules as a fresh model, without the cost of initialising one.
-  copy.deepcopy(torch_model).load_state_dict(back, strict=True)
+  # A copy has the same modules as a fresh model, without the cost of initialising one; it then
+  # serves as the float64 reference of train mode.
+  reference = copy.deepcopy(torch_model)
+  reference.load_state_dict(back, strict=True)
 
   x = _images()
   model = get_model(arch, **{"num_classes": torch_model.fc.out_features, **overrides})
   logits, train_logits, batch_stats = _flax_forward(model, variables, x, jit)
   _assert_close(logits, convert.run_torchvision(torch_model, x))
-  _check_train_mode(torch_model, x, train_logits, {"params": variables["params"],
-                                                   "batch_stats": batch_stats})
+  _check_train_mode(torch_model, reference.double(), x, train_logits,
+                    {"params": variables["params"], "batch_stats": batch_stats})
 
 
-def _check_train_mode(torch_model, x, logits, updated):
+def _check_train_mode(torch_model, truth_model, x, logits, updated):
   """Train mode (batch statistics, running statistics updated) is as exact as torch's float32.
 
   Train mode normalises each channel of layer4 over only 2 x 2 x 2 = 8 values, which amplifies
   float32 rounding with depth: torch float32 itself is ~3e-4 away from torch float64 on resnet101.
   So both are measured against float64 torch, and Flax must be no further than twice torch float32.
   """
-  truth_model = copy.deepcopy(torch_model).double()
   truth = convert.run_torchvision(truth_model, x, train=True)
   expected = convert.run_torchvision(torch_model, x, train=True)
   torch_error = convert.compare_logits(expected, truth).rel
@@ -288,3 +289,13 @@ def test_replace_head():
   assert np.all(np.abs(new["params"]["fc"]["kernel"]) <= limit)  # nn.Linear's kaiming_uniform(a=sqrt 5)
   assert "fc" not in convert.replace_head(variables, "resnet18", None)["params"]
   assert new["params"]["conv1"] is variables["params"]["conv1"]
+
+
+def test_bfloat16_variables_export_as_float32(torch):
+  import jax.numpy as jnp
+  variables = convert.from_torchvision(convert.torchvision_model("resnet18", seed=8))
+  half = jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16), variables)
+  state = convert.to_torchvision(half, "resnet18")
+  assert state["conv1.weight"].dtype == torch.float32
+  np.testing.assert_array_equal(state["fc.bias"].numpy(),
+                                np.asarray(half["params"]["fc"]["bias"], np.float32))
