@@ -1,4 +1,4 @@
-"""`resnet-jax convert|verify|predict|export|plot`: thin commands over convert, hub and transforms.
+"""`resnet-jax convert|verify|predict|export|evaluate|plot`: thin commands over the library modules.
 
 Heavy imports (torch, torchvision, Orbax, the converters) happen inside the commands, so that
 `resnet-jax --help` costs no more than importing the package.
@@ -181,6 +181,11 @@ def cmd_plot(args) -> int:
   return 0
 
 
+def cmd_evaluate(args) -> int:
+  from resnet_jax import evaluate
+  return evaluate.main(args.arguments)
+
+
 def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
   p.add_argument("--arch", help="model name, e.g. resnet50; inferred from a weights file if omitted")
   p.add_argument("--weights", required=True, help=weights_help)
@@ -190,7 +195,9 @@ def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="resnet-jax", description="Convert, check and run torchvision ResNet weights in JAX/Flax.")
+      prog="resnet-jax",
+      description="ResNets in JAX/Flax: convert and check torchvision weights, predict, evaluate, "
+                  "plot training curves.")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
                          "a .pth/.safetensors file, or a URL")
@@ -228,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="model.pth (needs torch) or model.safetensors")
   p.add_argument("--arch", help="override the architecture recorded in the checkpoint")
   p.set_defaults(run=cmd_export)
+
+  # evaluate.py parses its own options (`resnet-jax evaluate --help` reaches them).
+  p = sub.add_parser("evaluate", add_help=False, prefix_chars="\0",
+                     help="error rates of a checkpoint under the paper's test protocols")
+  p.add_argument("arguments", nargs=argparse.REMAINDER)
+  p.set_defaults(run=cmd_evaluate)
 
   p = sub.add_parser("plot", help="plot the training curves of a workdir")
   p.add_argument("workdir")

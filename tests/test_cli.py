@@ -157,3 +157,13 @@ def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
   code, out, _ = _run(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "curves.png"))
   assert code == 0 and calls == [(str(tmp_path), str(tmp_path / "curves.png"))]
   assert "curves.png" in out
+
+
+def test_evaluate_passes_its_arguments_through(capsys, monkeypatch):
+  calls = []
+  fake = types.ModuleType("resnet_jax.evaluate")
+  fake.main = lambda argv: calls.append(argv) or 0
+  monkeypatch.setitem(sys.modules, "resnet_jax.evaluate", fake)
+  argv = ["--checkpoint", "ckpt", "--dataset", "digits", "--protocol", "ten_crop", "--help"]
+  assert _run(capsys, "evaluate", *argv)[0] == 0
+  assert calls == [argv]
