@@ -1,9 +1,10 @@
-"""Every key the trainer reads, with the defaults of the paper's ImageNet recipe (ResNet-50).
+r"""Every key the trainer reads, with the defaults of the paper's ImageNet recipe (ResNet-50).
 
 Recipes import this and override fields; the returned config is locked, so a misspelled key, in a
 recipe or on the command line (`--config.lerning_rate=...`), is an error. Run:
 
-  python train.py --config configs/default.py --workdir runs/default --config.data_dir=~/tensorflow_datasets
+  python train.py --config configs/default.py --workdir runs/default \
+      --config.data_dir=~/tensorflow_datasets
 """
 
 import ml_collections
@@ -20,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   # a whole ConfigDict; the keys it holds can then be overridden on the command line.
   config.model_overrides = ml_collections.ConfigDict()
   config.num_classes = 0  # 0: the dataset's number of classes.
-  config.dtype = "auto"  # Compute dtype: 'auto' (bfloat16 on GPU/TPU, float32 on CPU), 'float32', 'bfloat16'.
+  # Compute dtype: 'auto' (bfloat16 on GPU/TPU, float32 on CPU), 'float32' or 'bfloat16'.
+  config.dtype = "auto"
   # A `save_variables` directory (e.g. `resnet-jax convert --out DIR`) or a training workdir to
   # start from; the classifier is re-initialised when the class count differs. Ignored on resume.
   config.init_from = ""

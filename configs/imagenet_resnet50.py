@@ -1,4 +1,4 @@
-"""The paper's ImageNet recipe (He et al., 2016, sec. 3.4) for ResNet-50, on TFDS imagenet2012.
+r"""The paper's ImageNet recipe (He et al., 2016, sec. 3.4) for ResNet-50, on TFDS imagenet2012.
 
 Batch 256, lr 0.1 divided by 10 at epochs 30 and 60, 90 epochs, weight decay 1e-4, momentum 0.9,
 random-resized crops and flips; evaluated on the 50k validation images (resize 256, center 224).

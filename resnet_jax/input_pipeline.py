@@ -1,4 +1,4 @@
-"""Image-classification input: TFDS / image-folder / in-memory / synthetic sources -> Grain -> device batches.
+"""Image-classification input: TFDS, image-folder, in-memory, synthetic sources -> Grain -> device batches.
 
 Every source is a random-access sequence of `{'image': uint8 HWC, 'label': int}`, so one Grain
 `MapDataset` pipeline serves them all: shuffle (a fresh order each epoch), augment with a per-example
@@ -9,7 +9,8 @@ Preparing a TFDS dataset (once, on a machine with TensorFlow; training itself ne
 
   pip install tensorflow tensorflow-datasets
   # cifar10 downloads itself; imagenet2012 needs ILSVRC2012_img_{train,val}.tar placed in
-  # ~/tensorflow_datasets/downloads/manual/ first (https://www.tensorflow.org/datasets/catalog/imagenet2012).
+  # ~/tensorflow_datasets/downloads/manual/ first, see
+  # https://www.tensorflow.org/datasets/catalog/imagenet2012
   tfds build cifar10 --data_dir ~/tensorflow_datasets
   tfds build imagenet2012 --data_dir ~/tensorflow_datasets --file_format=array_record
 

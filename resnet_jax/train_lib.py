@@ -525,8 +525,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The final evaluation metrics ('loss', 'top1', 'top5', 'count').
 
   Raises:
-    NonFiniteLossError: the loss or the updated state became NaN or infinite; nothing after the last good checkpoint
-      is saved (the policy: stop, keep the checkpoints, let the user change the recipe).
+    NonFiniteLossError: the loss or the updated state became NaN or infinite; nothing after the
+      last good checkpoint is saved (the policy: stop, keep the checkpoints, change the recipe).
   """
   from tqdm import tqdm
   initialize_distributed(config)
