@@ -34,8 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_split = "train"
   config.eval_split = "validation"
   config.image_size = 224
-  config.augment = "torchvision"  # 'torchvision' (random-resized crop + flip), 'cifar', 'none'.
-  config.eval_protocol = "center"  # 'center': resize to image_size / eval_crop_fraction, center crop.
+  config.augment = "torchvision"  # 'torchvision' (random-resized crop + flip), 'paper', 'cifar', 'none'.
+  config.eval_protocol = "center"  # 'center' (resize to image_size / eval_crop_fraction, crop), 'ten_crop'.
   config.eval_crop_fraction = 0.875  # 224 / 256.
   config.mean = IMAGENET_MEAN  # Per channel, on the 0-255 scale.
   config.std = IMAGENET_STD

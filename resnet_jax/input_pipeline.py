@@ -32,6 +32,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from resnet_jax import protocols
+
 Example = dict[str, Any]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # ImageNet statistics, on the 0-255 scale (torchvision's 0-1 values times 255).
@@ -232,6 +234,25 @@ AUGMENTATIONS: dict[str, Callable] = {
     "none": lambda image, rng, size: resize(image, size, size),
 }
 EVAL_PROTOCOLS: dict[str, Callable] = {"center": center_crop}
+
+
+def paper_augment(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+  """He et al. sec. 3.4: shorter side uniform in [256, 480] (scaled with `size`/224), a random
+  size x size crop, flip, PCA lighting noise. float32 out (lighting is not integral); the step then
+  normalises with `config.mean`/`config.std` as for every augmentation."""
+  short_side = (round(size * 256 / 224), round(size * 480 / 224))
+  return protocols.paper_augment(image, rng, short_side=short_side, crop_size=size,
+                                 mean=np.zeros(3), std=None)
+
+
+def ten_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """The 10-crop protocol's views, (10, size, size, C); `train_lib.eval_step` averages them."""
+  return protocols.ten_crop_views(image, resize_size=round(size / crop_fraction), crop_size=size)[0]
+
+
+AUGMENTATIONS["paper"] = paper_augment
+# multi_scale views differ in shape per scale, so they cannot share a batch: `resnet-jax evaluate`.
+EVAL_PROTOCOLS["ten_crop"] = ten_crop
 
 
 def register_augmentation(name: str, fn: Callable) -> None:

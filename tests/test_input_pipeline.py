@@ -105,8 +105,9 @@ def test_flip_and_normalize():
 
 
 def test_unknown_augmentation_is_named():
-  with pytest.raises(ValueError, match="known: cifar, none, torchvision"):
-    ip.train_dataset(ip.digits("train"), global_batch_size=8, image_size=8, augment="paper", seed=0)
+  with pytest.raises(ValueError, match="'autoaugment'; known: cifar, none, paper, torchvision"):
+    ip.train_dataset(ip.digits("train"), global_batch_size=8, image_size=8, augment="autoaugment",
+                     seed=0)
 
 
 def test_processes_split_each_global_batch():
@@ -153,3 +154,18 @@ def test_device_iterator_resumes_and_drains():
   ev = ip.eval_dataset(source, global_batch_size=8, image_size=2, eval_protocol="center",
                        crop_fraction=1.0)
   assert len(list(ip.DeviceIterator(ev, put=lambda b: b, prefetch=2, num_threads=1))) == 3
+
+
+def test_paper_augmentation_and_ten_crop_feed_the_trainer():
+  rng = np.random.default_rng(0)
+  source = ip.InMemorySource(rng.integers(0, 256, (5, 40, 52, 3), np.uint8), np.arange(5) % 2)
+  batch = next(iter(ip.train_dataset(source, global_batch_size=4, image_size=16, augment="paper",
+                                     seed=0)))
+  assert batch["image"].shape == (4, 16, 16, 3) and batch["image"].dtype == np.float32
+  # Lighting noise moves pixels off the integer grid; crops come from a rescaled image.
+  assert not np.allclose(batch["image"], np.round(batch["image"]))
+  batches = list(ip.eval_dataset(source, global_batch_size=4, image_size=16,
+                                 eval_protocol="ten_crop", crop_fraction=0.8))
+  assert [b["image"].shape for b in batches] == [(4, 10, 16, 16, 3)] * 2
+  assert sum(float(b["mask"].sum()) for b in batches) == 5
+  np.testing.assert_array_equal(batches[0]["image"][0, 5], batches[0]["image"][0, 0, :, ::-1])
