@@ -170,9 +170,13 @@ def _unwrap(obj: Any, where: str) -> dict[str, Any]:
         log.info("%s: using the state_dict stored under %r", where, key)
         obj = obj[key]
         break
-  if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
+  if not isinstance(obj, Mapping):
     raise CheckpointError(f"{where} does not hold a state_dict (a mapping of names to tensors); "
                           f"found {type(obj).__name__}")
+  others = [k for k, v in obj.items() if not hasattr(v, "shape")]
+  if others:
+    raise CheckpointError(f"{where} is not a state_dict: {', '.join(map(repr, others[:5]))} "
+                          f"are not tensors (nor is any of {', '.join(_WRAPPERS)} a state_dict)")
   if obj and all(k.startswith(_PREFIX) for k in obj):
     log.info("%s: removing the %r prefix of DataParallel", where, _PREFIX)
     obj = {k[len(_PREFIX):]: v for k, v in obj.items()}
@@ -215,8 +219,10 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
   bottleneck = "layer1.0.conv3.weight" in state_dict
   sizes = []
   while f"layer{len(sizes) + 1}.0.conv1.weight" in state_dict:
-    i = len(sizes) + 1
-    sizes.append(sum(1 for j in range(10_000) if f"layer{i}.{j}.conv1.weight" in state_dict))
+    stage, blocks = len(sizes) + 1, 0
+    while f"layer{stage}.{blocks}.conv1.weight" in state_dict:
+      blocks += 1
+    sizes.append(blocks)
   groups, width_per_group = 1, 64
   if bottleneck:
     width, in_per_group = state_dict["layer1.0.conv2.weight"].shape[:2]

@@ -202,6 +202,13 @@ def test_unexpected_and_misshaped_keys(torch):
   assert not e.value.missing
 
 
+def test_not_a_state_dict(torch, tmp_path):
+  path = tmp_path / "training.pth"
+  torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, path)
+  with pytest.raises(CheckpointError, match="'epoch', 'optimizer' are not tensors"):
+    convert.from_torchvision(path)
+
+
 def test_not_a_resnet():
   with pytest.raises(ConversionError, match="not a ResNet"):
     convert.from_torchvision({"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)})
