@@ -225,6 +225,9 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
     sizes.append(blocks)
   groups, width_per_group = 1, 64
   if bottleneck:
+    if "layer1.0.conv2.weight" not in state_dict:
+      raise ConversionError("cannot infer the architecture: no 'layer1.0.conv2.weight'; pass arch= "
+                            "to have every missing key listed")
     width, in_per_group = state_dict["layer1.0.conv2.weight"].shape[:2]
     planes = state_dict["layer1.0.conv3.weight"].shape[0] // Bottleneck.expansion
     groups = width // in_per_group
