@@ -198,6 +198,37 @@ def _sum_over_processes(values: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
 
 
+def score_examples(logits_fn: Callable, source, indices: Sequence[int], views_fn: Callable,
+                   prep: Preprocessing, *, average: str, chunk: int, images_per_call: int,
+                   num_classes: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """(averaged scores, labels) of `source[indices]`, `images_per_call` images at a time, each once."""
+  from tqdm import tqdm
+  scores, labels = [np.zeros((0, num_classes))], [np.zeros((0,), np.int64)]
+  std = None if prep.std is None else np.array(prep.std)
+  with concurrent.futures.ThreadPoolExecutor(8) as pool, tqdm(
+      total=len(indices), desc="evaluate", unit="img", disable=not progress) as bar:
+    for start in range(0, len(indices), images_per_call):
+      images, block_labels = _read(source, indices[start:start + images_per_call], pool)
+      scores.append(protocols.averaged_scores(logits_fn, images, views_fn, mean=np.array(prep.mean),
+                                              std=std, average=average, chunk=chunk))
+      labels.append(block_labels)
+      bar.update(len(images))
+  return np.concatenate(scores), np.concatenate(labels)
+
+
+def _global_errors(scores: np.ndarray, labels: np.ndarray) -> tuple[dict, int]:
+  """Top-1/top-5 errors (%) and the example count over every process's examples.
+
+  With fewer than 5 classes, the "top-5" entry is the top-(number of classes) error, 0.
+  """
+  ks = (1, min(5, scores.shape[-1]))
+  hits = [int(np.sum(np.asarray(protocols.topk_correct(scores, labels, k)))) if len(labels) else 0
+          for k in ks]
+  totals = _sum_over_processes(np.array(hits + [len(labels)], np.int64))
+  count = int(totals[-1])
+  return {k: 100.0 * (1.0 - h / count) for k, h in zip((1, 5), totals[:-1])}, count
+
+
 def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protocol: str = "center", *,
              split: Optional[str] = None, data_dir: str = "", average: str = "softmax",
              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
@@ -237,32 +268,16 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   source = load_source(dataset, split, data_dir) if isinstance(dataset, str) else dataset
   model = build_model(metadata, dtype)
   logits_fn = sharded_logits_fn(model, variables)
-  chunk = per_device_batch * jax.local_device_count()
 
   n = len(source) if limit is None else min(limit, len(source))
-  indices = np.arange(jax.process_index(), n, jax.process_count())
   if n == 0:
     raise ValueError("the split is empty: nothing to evaluate")
-  scores, labels = [], []
-  from tqdm import tqdm
-  bar = tqdm(total=len(indices), desc=f"evaluate {protocol}", unit="img", disable=not progress)
-  with concurrent.futures.ThreadPoolExecutor(8) as pool:
-    for start in range(0, len(indices), images_per_call):
-      images, block_labels = _read(source, indices[start:start + images_per_call], pool)
-      scores.append(protocols.averaged_scores(logits_fn, images, views_fn, mean=np.array(prep.mean),
-                                              std=None if prep.std is None else np.array(prep.std),
-                                              average=average, chunk=chunk))
-      labels.append(block_labels)
-      bar.update(len(images))
-  bar.close()
-  scores = np.concatenate(scores) if scores else np.zeros((0, metadata["num_classes"]))
-  labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
-  ks = (1, min(5, scores.shape[-1]))
-  hits = np.array([np.sum(np.asarray(protocols.topk_correct(scores, labels, k))) if len(labels) else 0
-                   for k in ks] + [len(labels)], np.int64)
-  hits = _sum_over_processes(hits)
-  count = int(hits[-1])
-  errors = {k: 100.0 * (1.0 - h / count) for k, h in zip((1, 5), hits[:-1])}
+  indices = np.arange(jax.process_index(), n, jax.process_count())
+  scores, labels = score_examples(
+      logits_fn, source, indices, views_fn, prep, average=average,
+      chunk=per_device_batch * jax.local_device_count(), images_per_call=images_per_call,
+      progress=progress, num_classes=metadata["num_classes"])
+  errors, count = _global_errors(scores, labels)
   first = source[int(indices[0])]["image"] if len(indices) else source[0]["image"]
   return Result(errors=errors, count=count, views=protocols.num_views(views_fn, first),
                 scores=scores, labels=labels, indices=indices)
@@ -312,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
       dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
   split = args.split or default_split(args.dataset)
   print(f"{args.checkpoint} on {args.dataset}/{split} ({result.count} images), "
-        f"{PROTOCOL_NAMES[args.protocol]} testing ({result.views} views, {args.average} average): "
+        f"{PROTOCOL_NAMES[args.protocol]} testing ({result.views} view{'s' * (result.views > 1)}, "
+        f"{args.average} average): "
         f"{protocols.format_errors(result.errors)}")
   return 0
 
