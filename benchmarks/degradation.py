@@ -6,7 +6,7 @@ in one PNG, plain nets on the left and ResNets on the right, as the paper's figu
 
 On scikit-learn's digits (offline, the default; the command that made docs/degradation_digits.png):
 
-  python benchmarks/degradation.py --dataset digits --epochs 30 --out docs/degradation_digits.png
+  python benchmarks/degradation.py --dataset digits --epochs 20 --out docs/degradation_digits.png
 
 On CIFAR-10 prepared with `tfds build cifar10 --file_format=array_record` (the paper's recipe of
 configs/cifar10_resnet20.py: 64k iterations, lr 0.1 divided by 10 at 32k and 48k):
