@@ -493,8 +493,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
       functools.partial(eval_step, **bound))
 
   os.makedirs(workdir, exist_ok=True)
+  # What `resnet-jax evaluate` needs to feed the model as it was trained.
   metadata = {"arch": config.model, "num_classes": data.num_classes,
-              "model_overrides": json.loads(json.dumps(config.model_overrides.to_dict()))}
+              "model_overrides": json.loads(json.dumps(config.model_overrides.to_dict())),
+              "mean": list(config.mean), "std": list(config.std), "image_size": config.image_size}
   run = Run(config, layout, train_fn, eval_fn, data, train_batches(config, data, layout),
             checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
                                          async_save=config.async_checkpoints),

@@ -256,6 +256,9 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_plot(tmp_path):
   variables, meta = checkpoints.load_variables(workdir)
   assert meta["arch"] == "resnet20" and meta["num_classes"] == 10 and meta["step"] == 6
   assert meta["model_overrides"] == {"stage_sizes": [1, 1, 1], "in_channels": 1}
+  config = tiny_config()
+  assert (meta["mean"], meta["std"], meta["image_size"]) == (
+      list(config.mean), list(config.std), config.image_size)
   png = plot.plot_workdir(workdir)
   assert png.endswith(".png") and os.path.getsize(png) > 1000
 
