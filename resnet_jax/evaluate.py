@@ -263,6 +263,9 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   variables, metadata = (checkpoints.load_variables(variables_dir)
                          if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
   prep = preprocessing(metadata, mean=mean, std=std, image_size=image_size, config=config)
+  if protocol == "center" and resize_size is None and image_size is None:
+    # Converted weights record the resize their accuracy was published with (232 for V2).
+    resize_size = metadata.get("resize_size")
   views_fn = protocols.get_protocol(protocol, **view_sizes(protocol, prep.image_size,
                                                            resize_size=resize_size, scales=scales))
   source = load_source(dataset, split, data_dir) if isinstance(dataset, str) else dataset

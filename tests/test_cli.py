@@ -164,6 +164,9 @@ def test_evaluate_passes_its_arguments_through(capsys, monkeypatch):
   fake = types.ModuleType("resnet_jax.evaluate")
   fake.main = lambda argv: calls.append(argv) or 0
   monkeypatch.setitem(sys.modules, "resnet_jax.evaluate", fake)
+  # `from resnet_jax import evaluate` reads the package attribute when another test imported it first.
+  import resnet_jax
+  monkeypatch.setattr(resnet_jax, "evaluate", fake, raising=False)
   argv = ["--checkpoint", "ckpt", "--dataset", "digits", "--protocol", "ten_crop", "--help"]
   assert _run(capsys, "evaluate", *argv)[0] == 0
   assert calls == [argv]

@@ -106,3 +106,15 @@ def test_main_reports_a_missing_normalisation(checkpoint, tmp_path, capsys):
   directory = checkpoints.save_variables(tmp_path / "bare", variables, bare)
   assert evaluate.main(["--checkpoint", directory, "--dataset", "digits"]) == 2
   assert "--config" in capsys.readouterr().err
+
+
+def test_center_uses_the_resize_recorded_with_converted_weights(checkpoint, source):
+  directory, model, variables = checkpoint
+  _, metadata = checkpoints.load_variables(directory)
+  recorded = evaluate.evaluate((variables, dict(metadata, resize_size=12)), source, "center",
+                               per_device_batch=1, images_per_call=4)
+  views_fn = protocols.get_protocol("center", resize_size=12, crop_size=8)
+  images = [source[i]["image"] for i in range(NUM_EXAMPLES)]
+  expected = reference_scores(model, variables, images, views_fn, "softmax")
+  np.testing.assert_allclose(np.asarray(recorded.scores)[np.argsort(recorded.indices)], expected,
+                             rtol=1e-5, atol=1e-6)
