@@ -213,15 +213,10 @@ def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, 
 
 
 def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-  """Resize the shorter side to size / crop_fraction (256 for 224), then take the central size x size."""
-  h, w = image.shape[:2]
-  short = int(round(size / crop_fraction))
-  if (h, w) != (short, short):
-    scale = short / min(h, w)
-    image = resize(image, max(short, int(round(h * scale))), max(short, int(round(w * scale))))
-  h, w = image.shape[:2]
-  top, left = (h - size) // 2, (w - size) // 2
-  return image[top:top + size, left:left + size]
+  """Resize the shorter side to size / crop_fraction (256 for 224), then take the central size x size,
+  sizes and offsets rounded as torchvision's Resize and CenterCrop (shared with `protocols`)."""
+  x = protocols.resize_shorter_side(image, int(round(size / crop_fraction)))
+  return protocols.crop(x, *protocols.center_offsets(*x.shape[:2], size), size)
 
 
 # Training augmentations: fn(image, rng, size) -> image; evaluation protocols: fn(image, size,

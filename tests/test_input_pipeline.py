@@ -95,6 +95,16 @@ def test_center_crop_is_resize_256_then_224():
   assert ip.center_crop(np.zeros((32, 32, 1), np.uint8), 32, 1.0).shape == (32, 32, 1)
 
 
+@pytest.mark.parametrize("size, crop_fraction", [(224, 0.875), (64, 0.8)], ids=["224", "64"])
+def test_center_crop_equals_torchvision(torchvision, size, crop_fraction):
+  from skimage import data
+  T = torchvision.transforms
+  for photo in (data.astronaut(), data.coffee(), data.chelsea()):
+    pipeline = T.Compose([T.Resize(int(round(size / crop_fraction))), T.CenterCrop(size)])
+    want = np.asarray(pipeline(Image.fromarray(photo)))
+    np.testing.assert_array_equal(ip.center_crop(photo, size, crop_fraction), want)
+
+
 def test_flip_and_normalize():
   rng = np.random.default_rng(0)
   image = np.arange(6, dtype=np.uint8).reshape(1, 6, 1)
