@@ -80,3 +80,17 @@ def test_unknown_key_on_the_command_line_is_an_error(tmp_path):
   assert proc.returncode != 0
   assert "lerning_rate" in proc.stderr
   assert not os.listdir(tmp_path)  # Nothing started, nothing written.
+
+
+@pytest.mark.slow
+def test_the_main_job_reaches_98_percent_on_held_out_digits(tmp_path):
+  """What README.md promises of `make train`: the default config, run end to end through train.py."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/digits.py",
+                         f"--workdir={tmp_path}", "--config.progress_bar=False"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from resnet_jax import plot
+  evals = plot.read_metrics(str(tmp_path))["eval"]
+  final = evals[max(evals)]
+  assert final["count"] == 360  # every held-out digit, once
+  assert final["top1"] >= 0.98
