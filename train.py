@@ -30,7 +30,10 @@ def main(argv):
   # Our own progress messages; Orbax's and JAX's INFO logs would bury the progress bar.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("resnet_jax").setLevel(logging.INFO)
-  result = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    result = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except train_lib.USER_ERRORS as e:  # A bad config or workdir: one line, no traceback.
+    sys.exit(f"error: {e}")
   print(f"final: eval loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  "
         f"top-5 {result['top5']:.4f}  over {result['count']} examples")
 

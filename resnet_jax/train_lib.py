@@ -20,11 +20,13 @@ import optax
 from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax import checkpoints, input_pipeline, models
+from resnet_jax import checkpoints, config_checks, input_pipeline, models
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
 MESH_AXIS = "data"   # The mesh axis the batch is split along in 'jit' mode.
+# Errors in what the user gave (config values, the workdir's state): train.py prints one line.
+USER_ERRORS = (config_checks.ConfigError,)
 
 
 class TrainState(struct.PyTreeNode):
@@ -320,25 +322,8 @@ class Layout:
 # Setting up a run from the config.
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Errors early, with the offending key named, for values the trainer cannot use."""
-  choices = {"parallelism": ("jit", "pmap"), "lr_schedule": ("step", "cosine", "constant"),
-             "schedule_unit": ("epochs", "steps"), "warmup_type": ("linear", "constant"),
-             "dtype": ("auto", "float32", "bfloat16"),
-             "source": ("tfds", "folder", "digits", "synthetic"),
-             "augment": tuple(input_pipeline.AUGMENTATIONS),
-             "eval_protocol": tuple(input_pipeline.EVAL_PROTOCOLS)}
-  for key, allowed in choices.items():
-    if config[key] not in allowed:
-      raise ValueError(f"config.{key}={config[key]!r}; expected one of {allowed}")
-  fields = {f.name for f in dataclasses.fields(models.ResNet)} - {"parent", "name"}
-  unknown = set(config.model_overrides) - fields
-  if unknown:
-    raise ValueError(f"config.model_overrides has unknown ResNet fields {sorted(unknown)}; "
-                     f"known: {sorted(fields)}")
-  if config.model not in models.list_models():
-    raise ValueError(f"config.model={config.model!r} is not registered; see resnet_jax.list_models()")
-  if config.batch_size <= 0 or (config.num_train_steps <= 0 and config.num_epochs <= 0):
-    raise ValueError("config.batch_size and config.num_train_steps or config.num_epochs must be > 0")
+  """Errors early, one line naming the key, for values the trainer cannot use (config_checks.RULES)."""
+  config_checks.validate(config)
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:

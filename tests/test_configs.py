@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from configs import default
-from resnet_jax import train_lib
+from resnet_jax import config_checks, train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
@@ -80,6 +80,60 @@ def test_unknown_key_on_the_command_line_is_an_error(tmp_path):
   assert proc.returncode != 0
   assert "lerning_rate" in proc.stderr
   assert not os.listdir(tmp_path)  # Nothing started, nothing written.
+
+
+# One value each rule must refuse; the cases first (each once crashed deep inside training
+# or was silently accepted).
+BAD_VALUES = {
+    "checkpoint_every_steps": 0, "log_every_steps": 0, "eval_every_steps": -1, "keep_checkpoints": 0,
+    "mean": (84.0, 84.0, 84.0), "std": (0.0,),
+    "model": "resnet21", "model_overrides": {"widths": 3}, "num_classes": -1, "dtype": "float16",
+    "init_from": 3, "source": "csv", "dataset": None, "data_dir": 1, "train_split": "",
+    "eval_split": "", "image_size": 0, "augment": "mixup", "eval_protocol": "five_crop",
+    "eval_crop_fraction": 1.5, "synthetic_examples": 0, "num_data_threads": -1,
+    "prefetch_batches": -1, "seed": 0.5, "batch_size": 0, "num_epochs": float("nan"),
+    "num_train_steps": -2, "base_learning_rate": -0.1, "learning_rate": float("inf"),
+    "lr_schedule": "linear", "schedule_unit": "iterations", "lr_boundaries": (60, 30),
+    "lr_decay_factor": -1.0, "warmup": -1.0, "warmup_type": "cosine", "warmup_factor": -0.5,
+    "momentum": 1.5, "nesterov": "yes", "weight_decay": -1e-4, "weight_decay_exclude_bn_bias": 1,
+    "label_smoothing": 1.0, "parallelism": "pjit", "sync_batch_norm": None,
+    "distributed.initialize": "true", "distributed.coordinator_address": None,
+    "distributed.num_processes": -1, "distributed.process_id": -2, "async_checkpoints": 0,
+    "progress_bar": "no",
+}
+
+
+def test_every_key_has_a_rule_and_a_bad_value():
+  keys = set(config_checks.flat_keys(default.get_config()))
+  assert keys - set(config_checks.RULES) == set(), "add a rule to resnet_jax/config_checks.py RULES"
+  assert set(config_checks.RULES) - keys == set(), "a rule for a key that configs/default.py lacks"
+  assert keys <= set(BAD_VALUES), "add a refused value to BAD_VALUES"
+
+
+@pytest.mark.parametrize("key", sorted(BAD_VALUES))
+def test_a_bad_value_is_one_line_naming_the_key(key):
+  config = _load("digits").get_config()
+  *outer, last = key.split(".")
+  node = config
+  for part in outer:
+    node = node[part]
+  with node.ignore_type():
+    node[last] = BAD_VALUES[key]
+  with pytest.raises(config_checks.ConfigError) as error:
+    train_lib.validate_config(config)
+  message = str(error.value)
+  assert message.startswith(f"config.{key}=") and "expected" in message and "\n" not in message
+
+
+def test_a_bad_value_stops_train_py_with_one_line_and_writes_nothing(tmp_path):
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/digits.py",
+                         f"--workdir={tmp_path}", "--config.checkpoint_every_steps=0"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: config.checkpoint_every_steps=0: expected an integer >= 1"), proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.listdir(tmp_path)
 
 
 @pytest.mark.slow

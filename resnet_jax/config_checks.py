@@ -1,0 +1,228 @@
+"""Checks of every training config key: one rule per key, each error one line naming the key.
+
+`RULES` maps each key of configs/default.py (dotted for nested ones) to a check that returns what
+was expected, or None when the value is fine; `CROSS_CHECKS` relate keys to each other. A new key
+gets its rule here, beside the others (tests/test_configs.py fails for a key without one).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Optional
+
+import ml_collections
+
+Rule = Callable[[Any], Optional[str]]  # The value -> None, or 'expected ...'.
+
+
+class ConfigError(ValueError):
+  """A config value the trainer cannot use; the message names the key."""
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def integer(low: Optional[int] = None) -> Rule:
+  def check(x):
+    if not _is_int(x) or (low is not None and x < low):
+      return "an integer" + (f" >= {low}" if low is not None else "")
+  return check
+
+
+def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+           high_open: bool = False) -> Rule:
+  """A finite real number in the interval; `*_open` excludes that end."""
+  def check(x):
+    ok = _is_number(x) and (x > low if low_open else x >= low) and (x < high if high_open else x <= high)
+    if not ok:
+      if high == math.inf:
+        return "a finite number" + ("" if low == -math.inf else f" {'>' if low_open else '>='} {low}")
+      left, right = "(" if low_open else "[", ")" if high_open else "]"
+      return f"a finite number in {left}{low}, {high}{right}"
+  return check
+
+
+def boolean(x) -> Optional[str]:
+  if not isinstance(x, bool):
+    return "True or False"
+
+
+def string(*, nonempty: bool = False) -> Rule:
+  def check(x):
+    if not isinstance(x, str) or (nonempty and not x):
+      return "a non-empty string" if nonempty else "a string"
+  return check
+
+
+def one_of(choices: Callable[[], Any]) -> Rule:
+  """`choices` is called at check time, so registries filled later (models, augmentations) count."""
+  def check(x):
+    allowed = tuple(choices())
+    if x not in allowed:
+      return f"one of {allowed}"
+  return check
+
+
+def sequence_of(rule: Rule, *, nondecreasing: bool = False) -> Rule:
+  def check(x):
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+      return "a tuple"
+    for value in x:
+      expected = rule(value)
+      if expected:
+        return f"a tuple of values each {expected}"
+    if nondecreasing and list(x) != sorted(x):
+      return "a tuple in increasing order"
+  return check
+
+
+def _models():
+  from resnet_jax import models
+  return models.list_models()
+
+
+def _augmentations():
+  from resnet_jax import input_pipeline
+  return input_pipeline.AUGMENTATIONS
+
+
+def _eval_protocols():
+  from resnet_jax import input_pipeline
+  return input_pipeline.EVAL_PROTOCOLS
+
+
+def _model_overrides(x) -> Optional[str]:
+  import dataclasses
+
+  from resnet_jax import models
+  fields = {f.name for f in dataclasses.fields(models.ResNet)} - {"parent", "name"}
+  unknown = set(x) - fields
+  if unknown:
+    return f"fields of models.ResNet; unknown: {sorted(unknown)}, known: {sorted(fields)}"
+
+
+RULES: dict[str, Rule] = {
+    # Model.
+    "model": one_of(_models),
+    "model_overrides": _model_overrides,
+    "num_classes": integer(0),
+    "dtype": one_of(lambda: ("auto", "float32", "bfloat16")),
+    "init_from": string(),
+    # Data.
+    "source": one_of(lambda: ("tfds", "folder", "digits", "synthetic")),
+    "dataset": string(),
+    "data_dir": string(),
+    "train_split": string(nonempty=True),
+    "eval_split": string(nonempty=True),
+    "image_size": integer(1),
+    "augment": one_of(_augmentations),
+    "eval_protocol": one_of(_eval_protocols),
+    "eval_crop_fraction": number(0, 1, low_open=True),
+    "mean": sequence_of(number()),  # Lengths: see CROSS_CHECKS.
+    "std": sequence_of(number(0, low_open=True)),
+    "synthetic_examples": integer(1),
+    "num_data_threads": integer(0),
+    "prefetch_batches": integer(0),
+    "seed": integer(),
+    # Optimisation.
+    "batch_size": integer(1),
+    "num_epochs": number(0),
+    "num_train_steps": integer(-1),
+    "base_learning_rate": number(0),
+    "learning_rate": number(0),
+    "lr_schedule": one_of(lambda: ("step", "cosine", "constant")),
+    "schedule_unit": one_of(lambda: ("epochs", "steps")),
+    "lr_boundaries": sequence_of(number(0), nondecreasing=True),
+    "lr_decay_factor": number(0),
+    "warmup": number(0),
+    "warmup_type": one_of(lambda: ("linear", "constant")),
+    "warmup_factor": number(0),
+    "momentum": number(0, 1),
+    "nesterov": boolean,
+    "weight_decay": number(0),
+    "weight_decay_exclude_bn_bias": boolean,
+    "label_smoothing": number(0, 1, high_open=True),
+    # Devices.
+    "parallelism": one_of(lambda: ("jit", "pmap")),
+    "sync_batch_norm": boolean,
+    "distributed.initialize": boolean,
+    "distributed.coordinator_address": string(),
+    "distributed.num_processes": integer(0),
+    "distributed.process_id": integer(-1),
+    # Loop, logging, checkpoints.
+    "log_every_steps": integer(1),
+    "eval_every_steps": integer(0),
+    "checkpoint_every_steps": integer(1),
+    # At least one: the newest checkpoint, the one a restart resumes from, is never deleted.
+    "keep_checkpoints": integer(1),
+    "async_checkpoints": boolean,
+    "progress_bar": boolean,
+}
+
+
+def _in_channels(config) -> int:
+  from resnet_jax import models
+  return config.model_overrides.get("in_channels", models.ResNet.in_channels)
+
+
+def _per_channel(key: str) -> Callable:
+  def check(config) -> Optional[tuple[str, str]]:
+    channels = _in_channels(config)
+    if len(config[key]) != channels:
+      return key, f"one value per input channel ({channels}, model_overrides.in_channels)"
+  return check
+
+
+def _some_training(config) -> Optional[tuple[str, str]]:
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    return "num_train_steps", "> 0, or config.num_epochs > 0"
+
+
+# Each returns (key, expected) for a value that is fine alone but not with the others.
+CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training)
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every key, nested ConfigDicts as 'outer.inner'; `model_overrides` counts as one value."""
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and key != "model_overrides":
+      keys += flat_keys(value, f"{prefix}{key}.")
+    else:
+      keys.append(prefix + key)
+  return keys
+
+
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def _error(key: str, value: Any, expected: str) -> ConfigError:
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  return ConfigError(f"config.{key}={value!r}: expected {expected}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError, one line naming the key, for the first value the trainer cannot use.
+
+  A key without a rule (one added to a recipe but not here) is not checked.
+  """
+  for key in flat_keys(config):
+    rule = RULES.get(key)
+    value = _get(config, key)
+    expected = rule(value) if rule else None
+    if expected:
+      raise _error(key, value, expected)
+  for check in CROSS_CHECKS:
+    problem = check(config)
+    if problem:
+      raise _error(problem[0], _get(config, problem[0]), problem[1])
