@@ -35,6 +35,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_split = "validation"
   config.image_size = 224
   config.augment = "torchvision"  # 'torchvision' (random-resized crop + flip), 'paper', 'cifar', 'none'.
+  # After `augment`, as torchvision's reference (resnet_jax/autoaugment.py): '' (none), 'ta_wide'
+  # (TrivialAugmentWide), 'rand_augment' (2 ops at bin ra_magnitude of 31) or 'augmix'.
+  config.auto_augment = ""
+  config.ra_magnitude = 9
+  config.augmix_severity = 3
+  config.random_erase = 0.0  # RandomErasing's probability; the box is filled with `mean`.
   config.eval_protocol = "center"  # 'center' (resize to image_size / eval_crop_fraction, crop), 'ten_crop'.
   config.eval_crop_fraction = 0.875  # 224 / 256.
   config.mean = IMAGENET_MEAN  # Per channel, on the 0-255 scale.

@@ -35,6 +35,13 @@ def integer(low: Optional[int] = None) -> Rule:
   return check
 
 
+def integer_in(low: int, high: int) -> Rule:
+  def check(x):
+    if not _is_int(x) or not low <= x <= high:
+      return f"an integer in [{low}, {high}]"
+  return check
+
+
 def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
            high_open: bool = False) -> Rule:
   """A finite real number in the interval; `*_open` excludes that end."""
@@ -122,6 +129,10 @@ RULES: dict[str, Rule] = {
     "eval_split": string(nonempty=True),
     "image_size": integer(1),
     "augment": one_of(_augmentations),
+    "auto_augment": one_of(lambda: ("", "ta_wide", "rand_augment", "augmix")),
+    "ra_magnitude": integer_in(0, 30),  # A bin of RandAugment's 31.
+    "augmix_severity": integer_in(1, 10),  # torchvision's AugMix range.
+    "random_erase": number(0, 1),
     "eval_protocol": one_of(_eval_protocols),
     "eval_crop_fraction": number(0, 1, low_open=True),
     "mean": sequence_of(number()),  # Lengths: see CROSS_CHECKS.
@@ -184,8 +195,14 @@ def _some_training(config) -> Optional[tuple[str, str]]:
     return "num_train_steps", "> 0, or config.num_epochs > 0"
 
 
+def _uint8_augment(config) -> Optional[tuple[str, str]]:
+  if config.auto_augment and config.augment == "paper":  # 'paper' ends in float lighting noise.
+    return "auto_augment", "'' with augment='paper' (the policies need uint8 images)"
+
+
 # Each returns (key, expected) for a value that is fine alone but not with the others.
-CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training)
+CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
+                                      _uint8_augment)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -284,20 +284,26 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def train_dataset(source, *, global_batch_size: int, image_size: int, augment: str, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1,
+                  extra_augment: Optional[Callable] = None) -> grain.MapDataset:
   """An endless stream of this process's training batches.
 
   Global example k is the same on every process count: the order is one shuffled stream (a new
   shuffle per epoch), each example augmented with a generator seeded by (seed, k). Process p takes
   examples p, p + P, ...; global batch i is then examples [i*B, (i+1)*B) of the stream whatever P is,
   so one process and many compute the same steps.
+
+  `extra_augment(image, rng)` (e.g. `autoaugment.train_policy`) runs after `augment` with the same
+  per-example generator, so it too is the same on every process count and after a restart.
   """
   fn = _lookup(AUGMENTATIONS, augment, "augmentation")
   local = _local_batch_size(global_batch_size, process_count)
 
   def transform(example, rng):
-    return {"image": fn(example["image"], rng, image_size),
-            "label": np.int32(example["label"])}
+    image = fn(example["image"], rng, image_size)
+    if extra_augment is not None:
+      image = extra_augment(image, rng)
+    return {"image": image, "label": np.int32(example["label"])}
 
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds.random_map(transform, seed=seed)

@@ -20,7 +20,7 @@ import optax
 from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax import checkpoints, config_checks, input_pipeline, models
+from resnet_jax import autoaugment, checkpoints, config_checks, input_pipeline, models
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -361,7 +361,11 @@ def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIt
   ds = input_pipeline.train_dataset(
       data.train, global_batch_size=config.batch_size, image_size=config.image_size,
       augment=config.augment, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(),
+      extra_augment=autoaugment.train_policy(
+          config.auto_augment, ra_magnitude=config.ra_magnitude,
+          augmix_severity=config.augmix_severity, random_erase=config.random_erase,
+          erase_value=tuple(config.mean)))
   return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
                                        config.num_data_threads)
 

@@ -177,3 +177,19 @@ def test_train_policy():
     np.testing.assert_array_equal(out, again)  # Determined by the generator: resume is exact.
   with pytest.raises(ValueError, match="auto_augment"):
     autoaugment.train_policy("autoaugment")
+
+
+def test_policy_in_the_pipeline_is_the_same_on_any_process_count():
+  # Per-example generators from Grain: two processes' batches together are one process's batch,
+  # pixel for pixel, so a restarted or re-sharded run sees the same augmented images.
+  from resnet_jax import input_pipeline as ip
+  policy = autoaugment.train_policy("ta_wide", random_erase=0.5, erase_value=(84.0,))
+  kw = dict(global_batch_size=8, image_size=16, augment="none", seed=3, extra_augment=policy)
+  source = ip.digits("train")
+  whole = ip.train_dataset(source, **kw)[5]["image"]
+  parts = [ip.train_dataset(source, process_index=p, process_count=2, **kw)[5]["image"]
+           for p in range(2)]
+  key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))
+  assert key(np.concatenate(parts)) == key(whole)
+  plain = ip.train_dataset(source, **dict(kw, extra_augment=None))[5]["image"]
+  assert not np.array_equal(plain, whole)

@@ -99,7 +99,8 @@ BAD_VALUES = {
     "label_smoothing": 1.0, "parallelism": "pjit", "sync_batch_norm": None,
     "distributed.initialize": "true", "distributed.coordinator_address": None,
     "distributed.num_processes": -1, "distributed.process_id": -2, "async_checkpoints": 0,
-    "progress_bar": "no",
+    "progress_bar": "no", "auto_augment": "autoaugment", "ra_magnitude": 31, "augmix_severity": 0,
+    "random_erase": 1.5,
 }
 
 
