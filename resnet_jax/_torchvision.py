@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 
 _SHIM = None
+# How to get torch and torchvision, for error messages (README "Set-up" has the CPU-only route).
+# The default index serves Linux a multi-GB CUDA build of torch; PyTorch's CPU index a ~200 MB one.
+INSTALL_HINT = ("pip install torch torchvision (CPU-only, a much smaller download: add "
+                "--index-url https://download.pytorch.org/whl/cpu)")
 
 
 def import_torchvision():
@@ -17,20 +21,20 @@ def import_torchvision():
   Python and do not use them. Calling `torchvision.ops.nms` stays unsupported in that case.
 
   Raises:
-    ImportError: torch or torchvision is not installed (`pip install resnet-jax[torch]`).
+    ImportError: torch or torchvision is not installed (see `INSTALL_HINT`).
   """
   global _SHIM
   try:
     import torch  # noqa: F401
   except ImportError as e:
-    raise ImportError("this needs PyTorch: pip install 'resnet-jax[torch]'") from e
+    raise ImportError(f"this needs PyTorch: {INSTALL_HINT}") from e
   try:
     return importlib.import_module("torchvision")
   except RuntimeError as e:
     if "torchvision::nms" not in str(e):
       raise
   except ImportError as e:
-    raise ImportError("this needs torchvision: pip install 'resnet-jax[torch]'") from e
+    raise ImportError(f"this needs torchvision: {INSTALL_HINT}") from e
   import sys
   for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
     del sys.modules[name]

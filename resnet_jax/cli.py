@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog="resnet-jax",
       description="ResNets in JAX/Flax: convert and check torchvision weights, predict, evaluate, "
                   "plot training curves.")
+  from resnet_jax import __version__
+  parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
                          "a .pth/.safetensors file, or a URL")

@@ -150,8 +150,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f"reading {path} needs PyTorch: pip install 'resnet-jax[torch]', or convert "
-                      "the file to .safetensors, which loads without it") from e
+    from resnet_jax._torchvision import INSTALL_HINT
+    raise ImportError(f"reading {path} needs PyTorch: {INSTALL_HINT}; or convert the file to "
+                      ".safetensors, which loads without it") from e
   try:
     # weights_only: tensors and plain containers only; a pickle that names any other object fails
     # here instead of running its code.
