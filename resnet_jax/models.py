@@ -284,12 +284,17 @@ class ResNet(nn.Module):
     return "pad" if changes_shape else "identity"
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: Optional[bool] = None, return_features: bool = False):
     """Runs the network on a batch of NHWC images.
 
     Args:
       x: images, shape (batch, height, width, in_channels).
-      train: use batch statistics and update the running ones (needs `mutable=['batch_stats']`).
+      train: True: normalise with the batch's statistics and update the running ones (needs
+        `mutable=['batch_stats']`); False: normalise with the running statistics. None (default):
+        train exactly when `batch_stats` is mutable, so `apply(variables, x)` evaluates and
+        Flax's ImageNet example's `apply(variables, x, mutable=['batch_stats'])` trains (its
+        ResNet defaults to train mode; a fixed eval default would silently never update the
+        statistics there). `init` evaluates.
       return_features: return a dict with 'stem', 'layer1'.. (each stage's output), 'pre_logits'
         (pooled features) and, with a classifier, 'logits', instead of the logits alone.
 
@@ -297,6 +302,8 @@ class ResNet(nn.Module):
       float32 logits of shape (batch, num_classes), pooled features when headless, or the dict.
     """
     self._check(x)
+    if train is None:
+      train = self.is_mutable_collection("batch_stats") and not self.is_initializing()
     conv, norm = self._layers(train)
     features = {}
     width = self.stage_widths[0]

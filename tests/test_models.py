@@ -213,6 +213,67 @@ def test_pmap_axis_name_gives_global_batch_statistics():
                got_upd, want_upd)
 
 
+def test_flax_imagenet_example_train_step_trains_batchnorm():
+  """A step written as Flax's examples/imagenet/train.py writes it: `apply` with
+  mutable=['batch_stats'] and no `train` argument, under pmap with BatchNorm synced over 'batch'
+  (as Flax's own ResNet). It must normalise with the batch's statistics and update every running
+  one, i.e. equal an explicit train=True step of the same model on the whole batch."""
+  from flax.training import train_state
+  import optax
+
+  class TrainState(train_state.TrainState):  # the example's own
+    batch_stats: dict
+
+  devices = jax.local_devices()[:2]
+  x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3)) * 2 + 1
+  labels = jnp.arange(8) % 5
+  base = dict(stage_sizes=(1, 1, 1), num_classes=5)
+  model = models.get_model("resnet20", axis_name="batch", **base)
+  variables = models.get_model("resnet20", **base).init(jax.random.key(1), x)
+
+  def train_step(state, batch):
+    def loss_fn(params):
+      logits, new_model_state = state.apply_fn(
+          {"params": params, "batch_stats": state.batch_stats}, batch["image"],
+          mutable=["batch_stats"])
+      one_hot = jax.nn.one_hot(batch["label"], 5)
+      return optax.softmax_cross_entropy(logits, one_hot).mean(), (new_model_state, logits)
+    (_, (new_model_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, axis_name="batch")
+    return state.apply_gradients(grads=grads, batch_stats=new_model_state["batch_stats"]), logits
+
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables["batch_stats"], tx=optax.sgd(0.1))
+  replicated = jax.tree.map(lambda a: jnp.stack([a] * len(devices)), state)
+  batch = {"image": x.reshape(2, 4, *x.shape[1:]), "label": labels.reshape(2, 4)}
+  new_state, logits = jax.pmap(train_step, axis_name="batch", devices=devices)(replicated, batch)
+
+  # Reference: the same model without the pmap axis, train mode stated, on the global batch.
+  want, want_updates = models.get_model("resnet20", **base).apply(
+      variables, x, train=True, mutable=["batch_stats"])
+  # Same float32 computation split over two devices: rounding-level differences only.
+  np.testing.assert_allclose(logits.reshape(8, 5), want, rtol=1e-5, atol=1e-5)
+  stats = jax.tree.map(lambda a: a[0], new_state.batch_stats)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
+               stats, want_updates["batch_stats"])
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables["batch_stats"], stats)
+  assert all(jax.tree.leaves(changed)), "every running statistic must be updated"
+
+
+def test_train_mode_is_inferred_from_mutable_batch_stats():
+  model = models.get_model("resnet20", stage_sizes=(1, 1, 1), num_classes=5)
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3)) * 2 + 1
+  variables = model.init(jax.random.key(1), x)
+  for train in (True, False):
+    explicit = model.apply(variables, x, train=train, mutable=["batch_stats"])[0]
+    inferred = (model.apply(variables, x, mutable=["batch_stats"])[0] if train
+                else model.apply(variables, x))
+    np.testing.assert_array_equal(inferred, explicit)
+  # The two modes differ on these inputs, so the equalities above tell them apart.
+  assert not np.allclose(model.apply(variables, x, train=True, mutable=["batch_stats"])[0],
+                         model.apply(variables, x, train=False))
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, match", [
