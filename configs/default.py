@@ -68,6 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 1e-4
   config.weight_decay_exclude_bn_bias = False  # The paper decays every parameter.
   config.label_smoothing = 0.0
+  # Batch-level MixUp / CutMix (resnet_jax/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
+  # the two per batch, as torchvision's reference.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
 
   # Devices.
   config.parallelism = "jit"  # 'jit' (sharded over a mesh of all devices) or 'pmap'.

@@ -159,6 +159,8 @@ RULES: dict[str, Rule] = {
     "weight_decay": number(0),
     "weight_decay_exclude_bn_bias": boolean,
     "label_smoothing": number(0, 1, high_open=True),
+    "mixup_alpha": number(0),
+    "cutmix_alpha": number(0),
     # Devices.
     "parallelism": one_of(lambda: ("jit", "pmap")),
     "sync_batch_norm": boolean,

@@ -20,7 +20,7 @@ import optax
 from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax import autoaugment, checkpoints, config_checks, input_pipeline, models
+from resnet_jax import autoaugment, checkpoints, config_checks, input_pipeline, mixup, models
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -168,8 +168,13 @@ def _unflatten(flat: dict) -> dict:
 # The steps. Pure functions of (state, batch); everything else is bound with functools.partial.
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-  """Per-example softmax cross-entropy in float32, with optional label smoothing."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  """Per-example softmax cross-entropy in float32, with optional label smoothing.
+
+  `labels` are class indices, or (N, classes) probabilities (MixUp/CutMix targets), smoothed the
+  same way, as torch's `CrossEntropyLoss(label_smoothing=...)` does.
+  """
+  targets = (labels.astype(jnp.float32) if labels.ndim == logits.ndim
+             else jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32))
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
@@ -178,7 +183,8 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
                tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
                label_smoothing: float = 0.0, axis_name: Optional[str] = None,
-               average_batch_stats: bool = False) -> tuple[TrainState, dict]:
+               average_batch_stats: bool = False, mix: Optional[Callable] = None,
+               mix_seed: int = 0) -> tuple[TrainState, dict]:
   """One SGD step on a batch {'image': uint8 NHWC, 'label': int}.
 
   Args:
@@ -186,20 +192,26 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
       sharded batch the means below already run over the global batch, so it is None.
     average_batch_stats: under `pmap` with per-device BatchNorm, average the running statistics
       after the step so the replicas stay identical (what gets evaluated and saved).
+    mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
+      step number, so a resumed run mixes exactly as an uninterrupted one.
 
   Returns:
     (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate', and 'finite', 1 when
     the loss and the new state are finite).
   """
   chex.assert_rank(batch["image"], 4)
-  # Normalised in float32, then cast to the compute dtype (bfloat16 on accelerators).
-  images = input_pipeline.normalize(batch["image"], mean, std).astype(model.dtype)
-  labels = batch["label"]
+  # Normalised (and mixed) in float32, then cast to the compute dtype (bfloat16 on accelerators).
+  images = input_pipeline.normalize(batch["image"], mean, std)
+  labels = targets = batch["label"]
+  if mix is not None:
+    key = jax.random.fold_in(jax.random.key(mix_seed), state.step)
+    images, targets = mix(key, images, jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32))
+  images = images.astype(model.dtype)
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                   train=True, mutable=["batch_stats"])
-    return cross_entropy(logits, labels, label_smoothing).mean(), (logits, updates["batch_stats"])
+    return cross_entropy(logits, targets, label_smoothing).mean(), (logits, updates["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
@@ -379,6 +391,14 @@ def eval_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIte
                                        config.num_data_threads)
 
 
+def batch_mix(config) -> Optional[Callable]:
+  """MixUp/CutMix for the train step, or None when both alphas are 0 (today's step, unchanged)."""
+  if not config.mixup_alpha and not config.cutmix_alpha:
+    return None
+  return functools.partial(mixup.mix_batch, mixup_alpha=config.mixup_alpha,
+                           cutmix_alpha=config.cutmix_alpha)
+
+
 def schedule_from_config(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
   to_steps = (lambda x: int(round(x * steps_per_epoch))) if config.schedule_unit == "epochs" else int
   return learning_rate_schedule(
@@ -478,6 +498,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))
   train_fn, eval_fn = layout.compile(
       functools.partial(train_step, tx=tx, schedule=schedule, label_smoothing=config.label_smoothing,
+                        mix=batch_mix(config), mix_seed=config.seed,
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
       functools.partial(eval_step, **bound))
 
