@@ -7,6 +7,7 @@ Heavy imports (torch, torchvision, Orbax, the converters) happen inside the comm
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,32 @@ class _Error(Exception):
   """A failure the user can fix; printed without a traceback."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+  """Appends each option's default to its help, unless the help already states it."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if (any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == ""
+        or "default" in text
+        or (not action.option_strings and action.nargs not in ("?", "*"))):
+      return text
+    return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse with defaults in the help and usage errors on one line of stderr (exit status 2).
+
+  Subcommands' parsers are made by this class too (argparse's default `parser_class`).
+  """
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str]):
   """(state_dict as numpy, arch, transform, path) for a weights name, path or URL."""
   from resnet_jax import convert, hub
@@ -31,7 +58,7 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
   state = convert.state_dict_of(path)
   if arch is None:
     inferred = convert.infer_arch(state)
-    print(f"inferred architecture: {inferred}")
+    print(f"inferred architecture: {inferred}", file=sys.stderr)
     arch = inferred.arch
   return state, arch, transform, path
 
@@ -65,7 +92,8 @@ def _verification_inputs(args, transform):
   try:
     import skimage.data
   except ImportError:
-    print("scikit-image is not installed: skipping the photos (pip install scikit-image)")
+    print("scikit-image is not installed: skipping the photos (pip install scikit-image)",
+          file=sys.stderr)
     return inputs
   inputs["photos"] = transform([getattr(skimage.data, name)() for name in PHOTOS])
   return inputs
@@ -147,8 +175,13 @@ def cmd_predict(args) -> int:
   logits = model.apply(variables, transform(args.images))
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   for path, p in zip(args.images, probabilities):
+    top = [int(k) for k in np.argsort(-p)[:args.top]]
+    if args.json:
+      print(json.dumps({"image": path, "top": [
+          {"class": k, "name": names[k], "probability": float(p[k])} for k in top]}))
+      continue
     print(path)
-    for k in np.argsort(-p)[:args.top]:
+    for k in top:
       print(f"  {p[k]:.4f}  {names[k]} ({k})")
   return 0
 
@@ -160,7 +193,8 @@ def cmd_export(args) -> int:
   variables, metadata = checkpoints.load_variables(args.checkpoint)
   arch = args.arch or metadata["arch"]
   if arch not in convert.TORCHVISION_ARCHS:
-    print(f"note: torchvision has no {arch}; the file uses torchvision's key names all the same")
+    print(f"note: torchvision has no {arch}; the file uses torchvision's key names all the same",
+          file=sys.stderr)
   safetensors = args.out.endswith(".safetensors")
   state = convert.to_torchvision(variables, arch, as_numpy=safetensors)
   if safetensors:
@@ -187,14 +221,14 @@ def cmd_evaluate(args) -> int:
 
 
 def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
-  p.add_argument("--arch", help="model name, e.g. resnet50; inferred from a weights file if omitted")
+  p.add_argument("--arch", help="model name, e.g. resnet50 (default: inferred from the weights file)")
   p.add_argument("--weights", required=True, help=weights_help)
-  p.add_argument("--cache", help="download directory (default $RESNET_JAX_CACHE or "
+  p.add_argument("--cache", help="download directory (default: $RESNET_JAX_CACHE or "
                                  "~/.cache/resnet_jax)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = Parser(
       prog="resnet-jax",
       description="ResNets in JAX/Flax: convert and check torchvision weights, predict, evaluate, "
                   "plot training curves.")
@@ -208,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
   _weights_arguments(p, torchvision_weights)
   p.add_argument("--out", required=True, help="new checkpoint directory")
   p.add_argument("--num-classes", type=int,
-                 help="replace the classifier by a new one with this many outputs (0: none)")
+                 help="replace the classifier by a new one with this many outputs (0: none; "
+                      "default: keep the file's)")
   p.add_argument("--seed", type=int, default=0, help="seed of a new classifier")
   p.set_defaults(run=cmd_convert)
 
@@ -220,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="JAX matmul precision")
   p.add_argument("--batch", type=int, default=4, help="random inputs per batch")
   p.add_argument("--size", type=int, default=224, help="side of the random inputs")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (and random weights)")
   p.add_argument("--no-photos", action="store_true", help="skip scikit-image's sample photos")
   p.add_argument("--rtol", type=float, help="max relative error of the logits (default per dtype)")
   p.add_argument("--min-top1", type=float, help="min top-1 agreement, 0..1 (default per dtype)")
@@ -228,14 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("predict", help="print the top classes of images")
   _weights_arguments(p, torchvision_weights + ", or a checkpoint directory")
-  p.add_argument("--top", type=int, default=5)
+  p.add_argument("--top", type=int, default=5, help="classes to print per image")
+  p.add_argument("--json", action="store_true",
+                 help="print one JSON object per image (image, top: class, name, probability)")
   p.add_argument("images", nargs="+", help="image files")
   p.set_defaults(run=cmd_predict)
 
   p = sub.add_parser("export", help="Orbax checkpoint -> torchvision state_dict (.pth or .safetensors)")
   p.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
   p.add_argument("--out", required=True, help="model.pth (needs torch) or model.safetensors")
-  p.add_argument("--arch", help="override the architecture recorded in the checkpoint")
+  p.add_argument("--arch", help="override the architecture recorded in the checkpoint "
+                                "(default: the recorded one)")
   p.set_defaults(run=cmd_export)
 
   # evaluate.py parses its own options (`resnet-jax evaluate --help` reaches them).
@@ -245,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(run=cmd_evaluate)
 
   p = sub.add_parser("plot", help="plot the training curves of a workdir")
-  p.add_argument("workdir")
-  p.add_argument("--out", help="PNG file to write")
+  p.add_argument("workdir", help="training workdir (holds metrics.jsonl)")
+  p.add_argument("--out", help="PNG file to write (default: WORKDIR/curves.png)")
   p.set_defaults(run=cmd_plot)
   return parser
 

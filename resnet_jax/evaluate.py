@@ -299,24 +299,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--dataset", required=True,
                  help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
                       "prepared TFDS dataset, e.g. cifar10, imagenet2012")
-  p.add_argument("--split", help="default: 'validation' for imagenet*, 'val' for folder, else 'test'")
-  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root")
-  p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center")
+  p.add_argument("--split", help="the split to evaluate (default: 'validation' for imagenet*, 'val' "
+                                 "for folder, else 'test')")
+  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root (default: "
+                                                "TFDS's ~/tensorflow_datasets)")
+  p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center",
+                 help="the paper's test protocols: center crop, 10-crop (flips), multi-scale (flips "
+                      "and scales: the model must have been trained with them)")
   p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
                  help="average softmax probabilities or logits over the views")
   p.add_argument("--config", help="the training config (e.g. configs/digits.py), for the mean, std "
-                                  "and image size when the checkpoint does not record them")
-  p.add_argument("--mean", type=float, nargs="+", help="per-channel mean, 0-255 scale")
-  p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation, 0-255 scale")
-  p.add_argument("--image-size", type=int, help="the model's input (crop) size")
+                                  "and image size when the checkpoint does not record them "
+                                  "(default: none)")
+  p.add_argument("--mean", type=float, nargs="+",
+                 help="per-channel mean, 0-255 scale (default: the checkpoint's or --config's)")
+  p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation, 0-255 scale "
+                                                      "(default: the checkpoint's or --config's)")
+  p.add_argument("--image-size", type=int,
+                 help="the model's input (crop) size (default: the checkpoint's or --config's)")
   p.add_argument("--resize-size", type=int,
-                 help="shorter side before cropping (center, ten_crop); default image size x 256/224")
+                 help="shorter side before cropping (center, ten_crop) (default: image size x 256/224)")
   p.add_argument("--scales", type=int, nargs="+",
-                 help="shorter sides of multi_scale; default image size x {224,256,384,480,640}/224")
+                 help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
   p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
-  p.add_argument("--images-per-call", type=int, default=64)
-  p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32")
-  p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+  p.add_argument("--images-per-call", type=int, default=64,
+                 help="images decoded and resized per batch of calls (host memory)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
+                 help="compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU)")
+  p.add_argument("--limit", type=int, help="evaluate only the first N examples (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -338,7 +348,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """`resnet-jax evaluate ...`; `argv` holds the arguments after the subcommand's name."""
-  parser = argparse.ArgumentParser(prog="resnet-jax evaluate", description=__doc__.split("\n")[0])
+  from resnet_jax.cli import Parser  # defaults in the help, one-line usage errors
+  parser = Parser(prog="resnet-jax evaluate", description=__doc__.split("\n")[0])
   add_arguments(parser)
   args = parser.parse_args(argv)
   try:

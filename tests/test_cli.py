@@ -1,5 +1,7 @@
 """The `resnet-jax` command line, run for real on resnet18 at small sizes."""
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -67,7 +69,7 @@ def test_verify_random_weights(capsys):
 def test_verify_file_with_photos_and_failing_tolerance(capsys, pth):
   code, out, err = _run(capsys, "verify", "--weights", str(pth), "--batch", "2", "--size", "64")
   assert code == 0, err
-  assert "inferred architecture: resnet18, num_classes=1000" in out
+  assert "inferred architecture: resnet18, num_classes=1000" in err  # information: stderr
   assert "photos" in out and "top-1 100.0%" in out and "PASS" in out
   code, out, _ = _run(capsys, "verify", "--arch", "resnet18", "--weights", str(pth), "--batch", "2",
                       "--size", "64", "--no-photos", "--rtol", "1e-12")
@@ -128,6 +130,20 @@ def test_predict_prints_torchvision_s_top5(capsys, pth, photos, resnet18, torchv
   assert code == 0, err
   assert out2 == out
 
+  code, out3, err = _run(capsys, "predict", "--json", "--top", "3", "--weights",
+                         str(tmp_path / "ckpt"), *photos)
+  assert code == 0, err
+  records = [json.loads(line) for line in out3.splitlines()]  # one object per image
+  assert [r["image"] for r in records] == photos
+  probabilities = torch.softmax(logits, -1)
+  for record, p in zip(records, probabilities):
+    top = torch.topk(p, 3)
+    assert [t["class"] for t in record["top"]] == top.indices.tolist()
+    assert [t["name"] for t in record["top"]] == [names[k] for k in top.indices.tolist()]
+    # torch and our float32 softmax on the same weights: logits agree to ~1e-5 relative.
+    np.testing.assert_allclose([t["probability"] for t in record["top"]], top.values.numpy(),
+                               rtol=1e-3, atol=1e-5)
+
 
 def test_errors_are_one_line_and_exit_2(capsys, resnet18, torch, tmp_path):
   path = tmp_path / "resnet18.pth"
@@ -170,3 +186,67 @@ def test_evaluate_passes_its_arguments_through(capsys, monkeypatch):
   argv = ["--checkpoint", "ckpt", "--dataset", "digits", "--protocol", "ten_crop", "--help"]
   assert _run(capsys, "evaluate", *argv)[0] == 0
   assert calls == [argv]
+
+
+def _subcommands() -> dict:
+  parser = cli.build_parser()
+  return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _option_parsers():
+  """(name, parser) of each subcommand; evaluate's options live in its own parser."""
+  from resnet_jax import evaluate
+  for name, parser in _subcommands().items():
+    if name == "evaluate":
+      parser = cli.Parser(prog="resnet-jax evaluate")
+      evaluate.add_arguments(parser)
+    yield name, parser
+
+
+def test_every_option_has_help_with_its_default(capsys):
+  for name, parser in _option_parsers():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main([name, "--help"])
+    out, _ = capsys.readouterr()
+    assert exit_info.value.code == 0 and out.startswith(f"usage: resnet-jax {name}"), name
+    formatter = cli.HelpFormatter(parser.prog)
+    for action in parser._actions:
+      if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        continue
+      label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+      assert action.help, f"{label} has no help"
+      flag = action.nargs == 0  # store_true: on or off, nothing to default
+      if action.option_strings and not action.required and not flag:
+        help_text = formatter._get_help_string(action) % {"default": action.default}
+        assert "default" in help_text, f"{label}: the help does not state the default"
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--version"])
+  assert exit_info.value.code == 0
+  from resnet_jax import __version__
+  assert capsys.readouterr().out.strip() == f"resnet-jax {__version__}"
+
+
+def _assert_one_line_error(capsys, name, argv):
+  try:
+    code = cli.main(argv)
+  except SystemExit as e:  # argparse's usage errors
+    code = e.code
+  out, err = capsys.readouterr()
+  assert code not in (0, None), (argv, out)
+  assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+  assert err.startswith(f"resnet-jax {name}: error: "), (argv, err)
+
+
+def test_user_errors_are_one_line_on_stderr(capsys, tmp_path):
+  for name in _subcommands():  # an unknown option, for every subcommand
+    _assert_one_line_error(capsys, name, [name, "--no-such-option"])
+  missing = str(tmp_path / "missing")
+  Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+  for argv in (["convert", "--weights", missing + ".pth", "--out", str(tmp_path / "out")],
+               ["verify", "--weights", "random"],
+               ["predict", "--weights", missing, str(tmp_path / "x.png")],
+               ["export", "--checkpoint", missing, "--out", str(tmp_path / "m.safetensors")],
+               ["evaluate", "--checkpoint", missing, "--dataset", "digits"],
+               ["plot", str(tmp_path)]):
+    _assert_one_line_error(capsys, argv[0], argv)
+  assert sorted(os.listdir(tmp_path)) == ["x.png"]  # nothing written on the way out
