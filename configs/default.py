@@ -72,6 +72,11 @@ def get_config() -> ml_collections.ConfigDict:
   # the two per batch, as torchvision's reference.
   config.mixup_alpha = 0.0
   config.cutmix_alpha = 0.0
+  # An EMA of the weights and BatchNorm statistics (resnet_jax/ema.py), evaluated beside the model
+  # ('eval_ema' metrics) and saved with it; torchvision's flags and decay adjustment.
+  config.model_ema = False
+  config.model_ema_steps = 32
+  config.model_ema_decay = 0.99998
 
   # Devices.
   config.parallelism = "jit"  # 'jit' (sharded over a mesh of all devices) or 'pmap'.

@@ -53,8 +53,10 @@ def save_variables(directory: str, variables: Any, metadata: dict) -> str:
   return directory
 
 
-def load_variables(directory: str) -> tuple[dict, dict]:
+def load_variables(directory: str, ema: bool = False) -> tuple[dict, dict]:
   """Reads what `save_variables` wrote, or the latest intact checkpoint of a training workdir.
+
+  With `ema`, a workdir's EMA weights (config.model_ema) instead of the raw model's.
 
   Returns:
     (variables {'params', 'batch_stats'} as numpy arrays, metadata with at least 'arch' and
@@ -62,7 +64,10 @@ def load_variables(directory: str) -> tuple[dict, dict]:
   """
   directory = os.path.abspath(os.fspath(directory))
   if os.path.isdir(os.path.join(directory, CHECKPOINTS)):
-    return _load_training_variables(directory)
+    return _load_training_variables(directory, ema)
+  if ema:
+    raise ValueError(f"{directory} is a model checkpoint, which holds one set of weights; EMA "
+                     "weights come from a training workdir run with config.model_ema=True")
   meta_path = os.path.join(directory, METADATA)
   if not os.path.isfile(meta_path):
     raise FileNotFoundError(f"{directory} is neither a model checkpoint (no {METADATA}) nor a "
@@ -77,7 +82,7 @@ def load_variables(directory: str) -> tuple[dict, dict]:
   return jax.tree.map(np.asarray, variables), metadata
 
 
-def _load_training_variables(workdir: str) -> tuple[dict, dict]:
+def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, dict]:
   with TrainCheckpoints(workdir, keep=None, async_save=False) as checkpoints:
     for step in reversed(checkpoints.steps()):
       try:
@@ -85,7 +90,10 @@ def _load_training_variables(workdir: str) -> tuple[dict, dict]:
       except ValueError as e:
         log.warning("skipping checkpoint %d of %s: %s", step, workdir, e)
         continue
-      variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+      if ema and "ema" not in state:
+        raise ValueError(f"{workdir} holds no EMA weights (it was trained without config.model_ema)")
+      source = state["ema"] if ema else state
+      variables = {"params": source["params"], "batch_stats": source["batch_stats"]}
       return jax.tree.map(np.asarray, variables), meta
   raise FileNotFoundError(f"training workdir {workdir} holds no complete checkpoint")
 

@@ -148,12 +148,14 @@ def _model_for_predict(args):
   from resnet_jax import checkpoints, convert, transforms
   from resnet_jax.models import get_model
   if os.path.isdir(args.weights):
-    variables, metadata = checkpoints.load_variables(args.weights)
+    variables, metadata = checkpoints.load_variables(args.weights, ema=args.ema)
     arch = args.arch or metadata["arch"]
     # Training checkpoints record no preprocessing: those get the V1 recipe's.
     transform = transforms.ImageClassification(
         resize_size=metadata.get("resize_size", 256), crop_size=metadata.get("crop_size", 224))
   else:
+    if args.ema:
+      raise _Error("--ema needs a training workdir as --weights (its EMA weights)")
     state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
     variables = convert.from_torchvision(state, arch)
   fc = variables["params"].get("fc")
@@ -190,7 +192,7 @@ def cmd_export(args) -> int:
   from resnet_jax import checkpoints, convert
   if os.path.exists(args.out):
     raise _Error(f"{args.out} exists; choose a new file")
-  variables, metadata = checkpoints.load_variables(args.checkpoint)
+  variables, metadata = checkpoints.load_variables(args.checkpoint, ema=args.ema)
   arch = args.arch or metadata["arch"]
   if arch not in convert.TORCHVISION_ARCHS:
     print(f"note: torchvision has no {arch}; the file uses torchvision's key names all the same",
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", action="store_true",
                  help="print one JSON object per image (image, top: class, name, probability)")
   p.add_argument("images", nargs="+", help="image files")
+  p.add_argument("--ema", action="store_true",
+                 help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_predict)
 
   p = sub.add_parser("export", help="Orbax checkpoint -> torchvision state_dict (.pth or .safetensors)")
@@ -274,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="model.pth (needs torch) or model.safetensors")
   p.add_argument("--arch", help="override the architecture recorded in the checkpoint "
                                 "(default: the recorded one)")
+  p.add_argument("--ema", action="store_true",
+                 help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_export)
 
   # evaluate.py parses its own options (`resnet-jax evaluate --help` reaches them).

@@ -161,6 +161,9 @@ RULES: dict[str, Rule] = {
     "label_smoothing": number(0, 1, high_open=True),
     "mixup_alpha": number(0),
     "cutmix_alpha": number(0),
+    "model_ema": boolean,
+    "model_ema_steps": integer(1),
+    "model_ema_decay": number(0, 1),
     # Devices.
     "parallelism": one_of(lambda: ("jit", "pmap")),
     "sync_batch_norm": boolean,

@@ -20,7 +20,7 @@ import optax
 from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax import autoaugment, checkpoints, config_checks, input_pipeline, mixup, models
+from resnet_jax import autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -34,6 +34,28 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema: Any = None  # With config.model_ema: ema.init's {'params', 'batch_stats', 'count'}.
+
+
+def _state_to_dict(state: TrainState) -> dict:
+  # Without EMA the checkpoint holds exactly the fields it held before EMA existed, so runs
+  # started earlier still resume.
+  return {f.name: serialization.to_state_dict(getattr(state, f.name))
+          for f in dataclasses.fields(state) if not (f.name == "ema" and state.ema is None)}
+
+
+def _state_from_dict(target: TrainState, values: dict) -> TrainState:
+  return target.replace(**{name: serialization.from_state_dict(getattr(target, name), values[name])
+                           for name in values})
+
+
+serialization.register_serialization_state(TrainState, _state_to_dict, _state_from_dict,
+                                           override=True)
+
+
+def ema_view(state: TrainState) -> TrainState:
+  """`state` with the EMA's parameters and BatchNorm statistics in place of the model's."""
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,14 +126,17 @@ def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: boo
 
 
 def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_shape: tuple,
-                  seed: int) -> TrainState:
-  """A fresh state on the host (numpy), the same on every process for the same seed."""
+                  seed: int, model_ema: bool = False) -> TrainState:
+  """A fresh state on the host (numpy), the same on every process for the same seed; with
+  `model_ema`, an EMA of the weights beside them."""
   @jax.jit
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *image_shape), model.dtype), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+    batch_stats = variables.get("batch_stats", {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params),
+                      ema=ema.init(params, batch_stats) if model_ema else None)
   # RBG rather than the default threefry: XLA:CPU takes ~15 s to compile threefry's normal samples
   # for a small ResNet's parameter shapes and ~2 s for RBG. Still deterministic per seed and backend.
   return jax.device_get(init(jax.random.key(seed, impl="rbg")))
@@ -184,7 +209,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
                tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
                label_smoothing: float = 0.0, axis_name: Optional[str] = None,
                average_batch_stats: bool = False, mix: Optional[Callable] = None,
-               mix_seed: int = 0) -> tuple[TrainState, dict]:
+               mix_seed: int = 0, ema_update: Optional[Callable] = None) -> tuple[TrainState, dict]:
   """One SGD step on a batch {'image': uint8 NHWC, 'label': int}.
 
   Args:
@@ -194,6 +219,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
       after the step so the replicas stay identical (what gets evaluated and saved).
     mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
       step number, so a resumed run mixes exactly as an uninterrupted one.
+    ema_update: `ema.update` with its decay and schedule bound, or None (no EMA in the state).
 
   Returns:
     (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate', and 'finite', 1 when
@@ -230,8 +256,10 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
   metrics = {"loss": loss, "accuracy": accuracy,
              "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
              "finite": finite.astype(jnp.float32)}
+  new_ema = (state.ema if ema_update is None
+             else ema_update(state.ema, params, batch_stats, state.step))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema=new_ema)
   return new_state, metrics
 
 
@@ -399,6 +427,19 @@ def batch_mix(config) -> Optional[Callable]:
                            cutmix_alpha=config.cutmix_alpha)
 
 
+def ema_from_config(config, steps_per_epoch: float, total_steps: int) -> Optional[Callable]:
+  """`ema.update` with torchvision's adjusted decay bound, or None without config.model_ema."""
+  if not config.model_ema:
+    return None
+  epochs = config.num_epochs if config.num_train_steps <= 0 else total_steps / steps_per_epoch
+  decay = ema.adjusted_decay(config.model_ema_decay, global_batch_size=config.batch_size,
+                             every=config.model_ema_steps, epochs=epochs)
+  warmup = (int(round(config.warmup * steps_per_epoch)) if config.schedule_unit == "epochs"
+            else int(config.warmup))
+  return functools.partial(ema.update, decay=decay, every=config.model_ema_steps,
+                           warmup_steps=warmup)
+
+
 def schedule_from_config(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
   to_steps = (lambda x: int(round(x * steps_per_epoch))) if config.schedule_unit == "epochs" else int
   return learning_rate_schedule(
@@ -444,6 +485,16 @@ def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
   count = totals.pop("count")
   return {"loss": totals["loss"] / count, "top1": totals["top1"] / count,
           "top5": totals["top5"] / count, "count": int(count)}
+
+
+def log_ema_evaluation(run, state, step: int, bar) -> dict:
+  """Evaluates the EMA weights as the model is evaluated, written under 'eval_ema'."""
+  result = evaluate(run.eval_fn, ema_view(state), eval_batches(run.config, run.data, run.layout),
+                    run.layout)
+  run.writer.write(step, "eval_ema", result)
+  bar.write(f"step {step}: EMA eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
+            f"top-5 {result['top5']:.4f}")
+  return result
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -499,6 +550,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   train_fn, eval_fn = layout.compile(
       functools.partial(train_step, tx=tx, schedule=schedule, label_smoothing=config.label_smoothing,
                         mix=batch_mix(config), mix_seed=config.seed,
+                        ema_update=ema_from_config(config, steps_per_epoch, total_steps),
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
       functools.partial(eval_step, **bound))
 
@@ -512,7 +564,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
                                          async_save=config.async_checkpoints),
             MetricWriter(workdir), metadata, total_steps, steps_per_epoch)
 
-  state = initial_state(model, tx, data.image_shape, config.seed)
+  state = initial_state(model, tx, data.image_shape, config.seed, config.model_ema)
   restored = run.checkpoints.restore_latest(serialization.to_state_dict(state), run.batches)
   if restored is not None:
     state = serialization.from_state_dict(state, restored[0])
@@ -571,6 +623,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         run.writer.write(step, "eval", result)
         bar.write(f"step {step}: eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
                   f"top-5 {result['top5']:.4f} ({result['count']} examples)")
+        if config.model_ema:
+          log_ema_evaluation(run, state, step, bar)
         tick = time.perf_counter()  # The evaluation's time is not training throughput.
       if due_checkpoint:
         save_checkpoint(run, state, step)

@@ -101,6 +101,7 @@ BAD_VALUES = {
     "distributed.num_processes": -1, "distributed.process_id": -2, "async_checkpoints": 0,
     "progress_bar": "no", "auto_augment": "autoaugment", "ra_magnitude": 31, "augmix_severity": 0,
     "random_erase": 1.5, "mixup_alpha": -0.2, "cutmix_alpha": float("nan"),
+    "model_ema": 1, "model_ema_steps": 0, "model_ema_decay": 1.5,
 }
 
 
