@@ -3,16 +3,23 @@
 A model checkpoint (`save_variables`) is DIR/variables + DIR/model.json. A training workdir holds
 WORKDIR/checkpoints/<step>/ with three items: 'state' (the whole `TrainState` as nested dicts),
 'meta' (JSON: model metadata, step and a CRC32 of the state) and 'data' (each process's Grain
-iterator position). Orbax writes each step into a temporary directory and renames it when every
-item is written, so a run killed mid-write leaves no step directory behind; the CRC catches a
-step directory damaged afterwards. A damaged step is skipped with a warning, never restored.
+iterator position, sealed with a CRC32 bound to the step and the state's). Orbax writes each step
+into a temporary directory and renames it when every item is written, so a run killed mid-write
+leaves no step directory behind; the checksums catch a step directory damaged afterwards.
+
+The policy, which never loses the newest good state: a damaged step is never restored; when
+training resumes from an older one, the damaged newer steps are moved to
+WORKDIR/checkpoints/damaged/<step>-<reason> (never deleted), so that none of them blocks a later
+save. A checkpoint of another model or state layout is refused, not called damaged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import zlib
 from typing import Any, Optional
 
@@ -83,18 +90,21 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, dict]:
 
 
 def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, dict]:
-  with TrainCheckpoints(workdir, keep=None, async_save=False) as checkpoints:
+  # Read-only: a reader (predict, export, evaluate) never moves or deletes anything, even a damaged
+  # step; it skips what the trainer's `read` would refuse, so both agree on what is intact.
+  with TrainCheckpoints(workdir, keep=None, async_save=False, read_only=True) as checkpoints:
     for step in reversed(checkpoints.steps()):
       try:
-        state, meta = checkpoints.restore_state(step, target=None)
-      except ValueError as e:
-        log.warning("skipping checkpoint %d of %s: %s", step, workdir, e)
+        found = checkpoints.read(step)
+      except DamagedStepError as e:
+        log.warning("skipping it: %s", e)
         continue
+      state = found.state
       if ema and "ema" not in state:
         raise ValueError(f"{workdir} holds no EMA weights (it was trained without config.model_ema)")
       source = state["ema"] if ema else state
       variables = {"params": source["params"], "batch_stats": source["batch_stats"]}
-      return jax.tree.map(np.asarray, variables), meta
+      return variables, found.meta
   raise FileNotFoundError(f"training workdir {workdir} holds no complete checkpoint")
 
 
@@ -106,18 +116,94 @@ def fingerprint(tree: Any) -> int:
   return crc
 
 
+class CheckpointError(ValueError):
+  """A workdir's checkpoints cannot be used as asked; the message says what to do."""
+
+
+class DamagedStepError(CheckpointError):
+  """One step directory that is not an intact checkpoint; `reason` is a short slug for its new name."""
+
+  def __init__(self, path: str, reason: str, detail: str):
+    super().__init__(f"checkpoint {path} is damaged ({reason}): {detail}")
+    self.path, self.reason = path, reason
+
+
+class WorkdirMismatchError(CheckpointError):
+  """The workdir holds a run of another model or state layout than the config describes."""
+
+
+@dataclasses.dataclass
+class Step:
+  """An intact checkpoint: host state, metadata, and each process's data position."""
+  step: int
+  state: dict
+  meta: dict
+  positions: list  # bytes per process index.
+
+
+# Each process's data position is written by Grain's handler in its own file, which process 0's
+# metadata cannot cover in a multi-process run; so each position carries its own checksum, bound to
+# the step and the state's fingerprint (a position copied from another step or edited is refused).
+_POSITION_FORMAT = "resnet_jax.DataPosition"
+_POSITION_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json$")
+
+
+def _position_crc(body: dict) -> int:
+  return zlib.crc32(json.dumps({k: body[k] for k in ("format", "step", "state_fingerprint",
+                                                      "position")}, sort_keys=True).encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class _SealedPosition:
+  """What Grain's Orbax handler writes for this process: the position at save time, sealed. An
+  async save must record the position at the time of the save, not when the write runs."""
+  text: str
+
+  @classmethod
+  def seal(cls, step: int, state_fingerprint: int, position: bytes) -> "_SealedPosition":
+    body = {"format": _POSITION_FORMAT, "step": int(step), "state_fingerprint": state_fingerprint,
+            "position": position.decode()}
+    return cls(json.dumps(dict(body, crc=_position_crc(body)), sort_keys=True))
+
+  def get_state(self) -> bytes:
+    return self.text.encode()
+
+
+def _unseal(text: str, step: int, state_fingerprint: int) -> bytes:
+  """The position in a sealed file; ValueError when it does not belong to this step's state."""
+  try:
+    body = json.loads(text)
+    crc = _position_crc(body)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"not a sealed data position ({type(e).__name__})") from None
+  if body["format"] != _POSITION_FORMAT or crc != body.get("crc"):
+    raise ValueError("it does not match the checksum written with it")
+  if body["step"] != step or body["state_fingerprint"] != state_fingerprint:
+    raise ValueError(f"it was written with step {body['step']}'s state, not this one")
+  return body["position"].encode()
+
+
+CHECKPOINT_VERSION = 2  # 2: data positions sealed. Version 1 (no key) positions are not checked.
+DAMAGED = "damaged"  # CHECKPOINTS/damaged/<step>-<reason>: step directories set aside, never deleted.
+
+
 class TrainCheckpoints:
   """The training checkpoints of one workdir: save every so often, keep the last `keep`, restore the
   newest intact one. States are host (numpy) trees of nested dicts.
 
   Saves run in the background when `async_save` (Orbax copies the arrays first, so the caller may
-  donate or overwrite its buffers as soon as `save` returns).
+  donate or overwrite its buffers as soon as `save` returns). `read_only` (readers such as
+  `load_variables`) never creates, saves, moves or deletes anything.
   """
 
-  def __init__(self, workdir: str, *, keep: Optional[int], async_save: bool = True):
+  def __init__(self, workdir: str, *, keep: Optional[int], async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=1, enable_async_checkpointing=async_save, create=True)
+        max_to_keep=keep, save_interval_steps=0 if read_only else 1, read_only=read_only,
+        enable_async_checkpointing=async_save, create=not read_only,
+        # Every `save` call is meant: one that Orbax would skip is an error below, never silent.
+        enable_should_save_is_saving_in_progress_check=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def __enter__(self) -> "TrainCheckpoints":
@@ -127,61 +213,147 @@ class TrainCheckpoints:
     self.close()
 
   def steps(self) -> list[int]:
-    """Steps of the complete (renamed into place) checkpoints, oldest first."""
+    """Steps of the renamed-into-place step directories (intact or not), oldest first."""
     self._manager.reload()
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: dict, data_position: bytes, metadata: dict) -> None:
+    """Saves `state`, `metadata` and this process's `data_position` as `step`.
+
+    Raises:
+      CheckpointError: Orbax would skip the save (the workdir holds a step >= `step`).
+    """
     state = jax.tree.map(np.asarray, state)
-    meta = dict(metadata, step=int(step), fingerprint=fingerprint(state))
-    from resnet_jax.input_pipeline import SavedPosition  # Avoids a cycle at import time.
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave(meta),
-        data=grain.checkpoint.CheckpointSave(SavedPosition(data_position))))
+    state_fingerprint = fingerprint(state)
+    meta = dict(metadata, step=int(step), fingerprint=state_fingerprint,
+                checkpoint_version=CHECKPOINT_VERSION)
+    position = _SealedPosition.seal(step, state_fingerprint, data_position)
+    saved = self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+        data=grain.checkpoint.CheckpointSave(position)))
+    if not saved:
+      raise CheckpointError(f"the checkpoint of step {step} was not saved: {self.directory} already "
+                            f"holds step {self._manager.latest_step()}")
 
-  def restore_state(self, step: int, target: Optional[dict]) -> tuple[dict, dict]:
-    """(state, metadata) of `step`; ValueError if it cannot be read or fails its fingerprint."""
-    if target is not None:
-      restore = ocp.args.StandardRestore(jax.tree.map(np.asarray, target))
-    else:
-      restore = ocp.args.StandardRestore()
+  def read(self, step: int) -> Step:
+    """The checkpoint of `step`, fully checked: the one definition of "intact" that the trainer
+    and `load_variables` share.
+
+    Raises:
+      DamagedStepError: the directory is empty, unreadable, of another step, or fails a checksum.
+    """
+    path = os.path.join(self.directory, str(step))
+    if not os.path.isdir(path) or not os.listdir(path):
+      raise DamagedStepError(path, "empty", "the step directory is empty")
     try:
-      out = self._manager.restore(step, args=ocp.args.Composite(state=restore,
-                                                                meta=ocp.args.JsonRestore()))
-    except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-      raise ValueError(f"unreadable: {type(e).__name__}: {e}") from e
-    state = jax.tree.map(np.asarray, out["state"])
-    if fingerprint(state) != out["meta"].get("fingerprint"):
-      raise ValueError("the state does not match the fingerprint written with it")
-    return state, out["meta"]
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # Orbax/TensorStore raise many types; their messages can hold whole trees.
+      raise DamagedStepError(path, "unreadable", f"{type(e).__name__}: {_first_line(e)}") from None
+    meta, state = out["meta"], jax.tree.map(np.asarray, out["state"])
+    if not isinstance(meta, dict) or meta.get("step") != step or not isinstance(state, dict) \
+        or int(np.asarray(state.get("step", -1))) != step:
+      raise DamagedStepError(path, "foreign", "its metadata or state is not of this step")
+    if fingerprint(state) != meta.get("fingerprint"):
+      raise DamagedStepError(path, "checksum", "the state does not match the checksum written with it")
+    return Step(step, state, meta, self._positions(path, meta))
 
-  def restore_latest(self, target: dict, data_iterator) -> Optional[tuple[dict, dict]]:
-    """Restores the newest intact checkpoint into `target`'s structure and `data_iterator`.
+  def _positions(self, path: str, meta: dict) -> list:
+    data = os.path.join(path, "data")
+    found = {}
+    for name in os.listdir(data) if os.path.isdir(data) else ():
+      match = _POSITION_FILE.match(name)
+      if match:
+        found[(int(match[1]), int(match[2]))] = os.path.join(data, name)
+    counts = {count for _, count in found}
+    count = counts.pop() if len(counts) == 1 else 0
+    if not count or set(found) != {(i, count) for i in range(count)}:
+      raise DamagedStepError(path, "data-missing", f"incomplete data positions in {data}")
+    positions = []
+    for index in range(count):
+      with open(found[(index, count)]) as f:
+        text = f.read()
+      if meta.get("checkpoint_version", 1) < 2:
+        positions.append(text.encode())
+        continue
+      try:
+        positions.append(_unseal(text, meta["step"], meta["fingerprint"]))
+      except ValueError as e:
+        raise DamagedStepError(path, "data-checksum",
+                               f"data position {found[(index, count)]}: {e}") from None
+    return positions
+
+  def restore_state(self, step: int, target: Optional[dict] = None) -> tuple[dict, dict]:
+    """(state, metadata) of `step`; DamagedStepError if it is not intact, WorkdirMismatchError if
+    its state does not have `target`'s layout."""
+    found = self.read(step)
+    if target is not None:
+      _check_layout(found, target, self.directory)
+    return found.state, found.meta
+
+  def restore_latest(self, target: dict, data_iterator, metadata: Optional[dict] = None,
+                     ) -> Optional[tuple[dict, dict]]:
+    """Restores the newest intact checkpoint into `data_iterator`; the damaged steps newer than it
+    are first moved to CHECKPOINTS/damaged/, so that they can never block a later save.
+
+    Args:
+      target: a state of the layout this run trains (checked, not filled in).
+      metadata: the model metadata this run would save; the checkpoint's must describe the same
+        model (None: not checked).
 
     Returns:
       (state, metadata), or None when the workdir holds no checkpoint.
 
     Raises:
-      ValueError: there are checkpoints but none can be restored. Starting over instead would
-        silently discard the run (a changed config, e.g. another model, also ends here).
+      WorkdirMismatchError: the newest intact step is of another model, state layout or number of
+        processes; nothing was moved or changed.
+      CheckpointError: there are checkpoints but none is intact (starting over instead would
+        silently discard the run); nothing was moved or changed.
     """
-    errors = []
+    damaged = []
     for step in reversed(self.steps()):
       try:
-        state, meta = self.restore_state(step, target)
-        self._manager.restore(step, args=ocp.args.Composite(
-            data=grain.checkpoint.CheckpointRestore(data_iterator)))
-      except Exception as e:  # A damaged step: fall back to the one before it.
-        log.warning("checkpoint %d in %s is damaged, trying an older one: %s",
-                        step, self.directory, e)
-        errors.append(f"step {step}: {e}")
+        found = self.read(step)
+      except DamagedStepError as e:
+        log.warning("%s; trying an older one", e)
+        damaged.append(e)
         continue
-      return state, meta
-    if errors:
-      raise ValueError(f"none of the checkpoints in {self.directory} can be restored; fix or move "
-                       "them, or use another workdir:\n" + "\n".join(errors))
+      if metadata is not None:
+        _check_model(found, metadata, self.directory)
+      _check_layout(found, target, self.directory)
+      if len(found.positions) != jax.process_count():
+        raise WorkdirMismatchError(
+            f"checkpoint {step} in {self.directory} was written by {len(found.positions)} "
+            f"process(es); this run has {jax.process_count()}")
+      self._set_aside(damaged)
+      data_iterator.set_state(found.positions[jax.process_index()])
+      return found.state, found.meta
+    if damaged:
+      raise CheckpointError(
+          f"none of the {len(damaged)} checkpoints in {self.directory} is intact (newest: "
+          f"{damaged[0]}); nothing was changed: move them away to start over, or use another workdir")
     return None
+
+  def _set_aside(self, damaged: list) -> None:
+    """Moves damaged step directories to CHECKPOINTS/damaged/<step>-<reason>[-n]: kept for
+    inspection, out of Orbax's sight (it never saves a step <= the newest one it sees)."""
+    if not damaged:
+      return
+    if jax.process_index() == 0:  # The workdir is shared: one process moves, the others wait.
+      aside = os.path.join(self.directory, DAMAGED)
+      os.makedirs(aside, exist_ok=True)
+      for error in damaged:
+        base = os.path.join(aside, f"{os.path.basename(error.path)}-{error.reason}")
+        target, n = base, 1
+        while os.path.exists(target):
+          n += 1
+          target = f"{base}-{n}"
+        os.rename(error.path, target)
+        log.warning("moved the damaged checkpoint %s to %s", error.path, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("resnet_jax.checkpoints.set_aside")
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -189,3 +361,53 @@ class TrainCheckpoints:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  text = str(error).strip().splitlines()
+  return (text[0] if text else "")[:limit]
+
+
+# What makes two runs the same model: the fields training has written since the first version.
+# (A ModelSpec in the metadata, when both sides have one, is compared field by field instead.)
+_MODEL_KEYS = ("arch", "num_classes", "model_overrides", "image_size", "mean", "std")
+
+
+def model_differences(saved: dict, expected: dict) -> list[str]:
+  """'key: saved -> expected' for each model field that differs between two checkpoint metadata."""
+  if isinstance(saved.get("spec"), dict) and isinstance(expected.get("spec"), dict):
+    from resnet_jax import spec
+    return spec.ModelSpec.from_json(saved["spec"], "the checkpoint's model spec").differences(
+        spec.ModelSpec.from_json(expected["spec"], "this run's model spec"))
+  as_json = lambda x: json.loads(json.dumps(x))  # Tuples and lists compare equal.
+  return [f"{key}: {saved.get(key)!r} -> {expected.get(key)!r}" for key in _MODEL_KEYS
+          if (key in saved or key in expected) and as_json(saved.get(key)) != as_json(expected.get(key))]
+
+
+def _check_model(found: Step, expected: dict, directory: str) -> None:
+  differences = model_differences(found.meta, expected)
+  if differences:
+    arch = found.meta.get("arch", found.meta.get("spec", {}).get("arch"))
+    asked = expected.get("arch", expected.get("spec", {}).get("arch"))
+    raise WorkdirMismatchError(
+        f"{os.path.dirname(directory)} was trained with {arch}; you asked for {asked}, and they "
+        f"differ in {'; '.join(differences)} (trained -> asked). Resume with the config it was "
+        "trained with, or use another workdir; nothing was changed")
+
+
+def _check_layout(found: Step, target: dict, directory: str) -> None:
+  """The saved state must have the target's tree, shapes and dtypes (e.g. not another optimizer)."""
+  theirs = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(found.state)}
+  ours = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(target)}
+  problems = [f"{k} missing from the checkpoint" for k in ours if k not in theirs]
+  problems += [f"{k} not in this run's state" for k in theirs if k not in ours]
+  problems += [f"{k}: saved {np.shape(theirs[k])} {np.asarray(theirs[k]).dtype}, this run "
+               f"{np.shape(ours[k])} {np.asarray(ours[k]).dtype}" for k in ours if k in theirs
+               and (np.shape(theirs[k]) != np.shape(ours[k])
+                    or np.asarray(theirs[k]).dtype != np.asarray(ours[k]).dtype)]
+  if problems:
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    raise WorkdirMismatchError(
+        f"checkpoint {found.step} in {directory} holds a training state of another layout than this "
+        f"config builds (another model or optimizer?): {'; '.join(problems[:3])}{more}. Resume with "
+        "the config it was trained with, or use another workdir; nothing was changed")

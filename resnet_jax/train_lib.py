@@ -20,13 +20,14 @@ import optax
 from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax import autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models
+from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
+                        workdir_lock)
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
 MESH_AXIS = "data"   # The mesh axis the batch is split along in 'jit' mode.
 # Errors in what the user gave (config values, the workdir's state): train.py prints one line.
-USER_ERRORS = (config_checks.ConfigError,)
+USER_ERRORS = (config_checks.ConfigError, checkpoints.CheckpointError, workdir_lock.WorkdirBusyError)
 
 
 class TrainState(struct.PyTreeNode):
@@ -529,11 +530,25 @@ class Run:
   total_steps: int
   steps_per_epoch: float
   last_checkpoint: Optional[int] = None
+  lock: Optional[workdir_lock.WorkdirLock] = None  # Held on process 0 for the whole run.
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
-  """Builds everything and restores the latest checkpoint (or init_from); returns (run, device state)."""
+  """Validates the config, takes the workdir's lock (released by `train_and_evaluate`), builds
+  everything and restores the latest checkpoint (or init_from); returns (run, device state)."""
   validate_config(config)
+  lock = workdir_lock.own(workdir)  # Before anything in the workdir is read or written.
+  try:
+    run, state = _build_and_restore(config, workdir)
+  except BaseException:
+    if lock:
+      lock.release()
+    raise
+  run.lock = lock
+  return run, state
+
+
+def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   layout = Layout(config.parallelism)
   layout.check_batch_size(config.batch_size)
   data = create_data(config)
@@ -559,20 +574,24 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   metadata = {"arch": config.model, "num_classes": data.num_classes,
               "model_overrides": json.loads(json.dumps(config.model_overrides.to_dict())),
               "mean": list(config.mean), "std": list(config.std), "image_size": config.image_size}
-  run = Run(config, layout, train_fn, eval_fn, data, train_batches(config, data, layout),
-            checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
-                                         async_save=config.async_checkpoints),
-            MetricWriter(workdir), metadata, total_steps, steps_per_epoch)
-
+  ckpts = checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpoints)
+  batches = train_batches(config, data, layout)
   state = initial_state(model, tx, data.image_shape, config.seed, config.model_ema)
-  restored = run.checkpoints.restore_latest(serialization.to_state_dict(state), run.batches)
-  if restored is not None:
-    state = serialization.from_state_dict(state, restored[0])
-    run.last_checkpoint = int(state.step)
-    log.info("resumed from the checkpoint of step %d in %s", run.last_checkpoint, workdir)
-  elif config.init_from:
-    state = load_pretrained(state, config.init_from)
-    log.info("initialised from %s", config.init_from)
+  try:  # Restored before anything else is written, so a refused workdir is left as it was.
+    restored = ckpts.restore_latest(serialization.to_state_dict(state), batches, metadata)
+    if restored is not None:
+      state = serialization.from_state_dict(state, restored[0])
+      log.info("resumed from the checkpoint of step %d in %s", int(state.step), workdir)
+    elif config.init_from:
+      state = load_pretrained(state, config.init_from)
+      log.info("initialised from %s", config.init_from)
+  except BaseException:
+    ckpts.close()
+    raise
+  run = Run(config, layout, train_fn, eval_fn, data, batches, ckpts, MetricWriter(workdir),
+            metadata, total_steps, steps_per_epoch,
+            last_checkpoint=int(state.step) if restored is not None else None)
   return run, layout.put_state(state)
 
 
@@ -634,4 +653,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     bar.close()
     run.checkpoints.close()
     run.writer.close()
+    if run.lock:
+      run.lock.release()
   return result

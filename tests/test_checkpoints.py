@@ -1,6 +1,9 @@
 """Tests of resnet_jax.checkpoints: model variables, training checkpoints, damaged and partial steps."""
 
+import hashlib
+import json
 import os
+import shutil
 
 import numpy as np
 import optax
@@ -69,30 +72,133 @@ def _data_files(step_dir):
           and os.path.getsize(os.path.join(d, f)) > 64]
 
 
-@pytest.mark.parametrize("damage", ["garbled_arrays", "missing_state", "empty_step_dir"])
-def test_damaged_latest_checkpoint_is_never_picked(tmp_path, damage):
-  _save_steps(tmp_path, [1, 2, 3])
-  latest = tmp_path / "checkpoints" / "3"
-  if damage == "garbled_arrays":
-    files = _data_files(latest)
+def _hashes(root) -> dict:
+  """{path relative to root: sha256} of every file under root."""
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      path = os.path.join(d, f)
+      out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+  return out
+
+
+def _damage(step_dir, damage):
+  """The damages seen in practice (issue 9), applied to one step directory."""
+  if damage in ("garbled_arrays", "truncated_arrays"):
+    files = _data_files(step_dir)
     assert files
     for path in files:
       data = bytearray(open(path, "rb").read())
-      data[len(data) // 2:] = os.urandom(len(data) - len(data) // 2)
+      if damage == "truncated_arrays":
+        data = data[:len(data) // 2]
+      else:
+        data[len(data) // 2:] = os.urandom(len(data) - len(data) // 2)
       open(path, "wb").write(bytes(data))
   elif damage == "missing_state":
-    import shutil
-    shutil.rmtree(latest / "state")
+    shutil.rmtree(step_dir / "state")
+  elif damage == "metadata_deleted":
+    os.remove(step_dir / "state" / "_METADATA")
+  elif damage == "data_position_edited":  # Another valid position, the file otherwise untouched.
+    path = step_dir / "data" / "process_0-of-1.json"
+    body = json.loads(path.read_text())
+    body["position"] = _position(0).decode()
+    path.write_text(json.dumps(body))
+  elif damage == "empty_step_dir":
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
   else:
-    import shutil
-    shutil.rmtree(latest)
-    latest.mkdir()
+    raise AssertionError(damage)
+
+
+DAMAGES = {"garbled_arrays": "unreadable", "truncated_arrays": "unreadable",
+           "missing_state": "unreadable", "metadata_deleted": "unreadable",
+           "data_position_edited": "data-checksum", "empty_step_dir": "empty"}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
+  """Resuming falls back to the newest intact step; the damaged one is moved (byte for byte) to
+  checkpoints/damaged/, so that saving its step and later ones works again (Orbax skips any step
+  <= the newest directory it sees). The trainer and `load_variables` agree on what is intact."""
+  _save_steps(tmp_path, [1, 2, 3])
+  _damage(tmp_path / "checkpoints" / "3", damage)
+  before = _hashes(tmp_path)
+  # A reader skips the damaged step and changes nothing.
+  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 2
+  assert _hashes(tmp_path) == before
   it = _iterator()
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     state, meta = ckpts.restore_latest(_state(0), it)
-  assert meta["step"] == 2 and float(state["params"]["fc"]["bias"][0]) == 2.0
-  assert it.get_state() == _position(2)
-  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 2
+    assert meta["step"] == 2 and float(state["params"]["fc"]["bias"][0]) == 2.0
+    assert it.get_state() == _position(2)
+    assert ckpts.steps() == [1, 2]
+    for step in (3, 4):
+      ckpts.save(step, _state(step), _position(step), {"arch": "resnet20", "num_classes": 10})
+    ckpts.wait()
+    assert ckpts.steps() == [1, 2, 3, 4]
+  aside = f"checkpoints/damaged/3-{DAMAGES[damage]}/"
+  moved = {k.replace("checkpoints/3/", aside): v for k, v in before.items()}
+  after = _hashes(tmp_path)
+  assert {k: v for k, v in after.items() if k in moved} == moved  # Nothing lost or changed.
+  assert os.path.isdir(tmp_path / aside)
+  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 4
+
+
+def test_stray_empty_step_directory_never_blocks_saving(tmp_path):
+  """A stray empty checkpoints/1000 next to good steps: resume from the newest good one, set the
+  stray aside, and every later step is saved (before, nothing up to 1000 ever was)."""
+  _save_steps(tmp_path, [1, 2])
+  (tmp_path / "checkpoints" / "1000").mkdir()
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    _, meta = ckpts.restore_latest(_state(0), _iterator())
+    assert meta["step"] == 2
+    ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+    ckpts.wait()
+    assert ckpts.steps() == [1, 2, 3]
+  assert os.listdir(tmp_path / "checkpoints" / "damaged") == ["1000-empty"]
+
+
+def test_a_save_orbax_would_skip_is_an_error(tmp_path):
+  _save_steps(tmp_path, [5])
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    with pytest.raises(checkpoints.CheckpointError, match="step 3 was not saved.*holds step 5"):
+      ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+
+
+def test_another_model_is_named_and_nothing_moves(tmp_path):
+  """A config of another model is a one-line error naming both, not "damage"; even a damaged
+  newer step is left where it is."""
+  _save_steps(tmp_path, [1, 2, 3])
+  _damage(tmp_path / "checkpoints" / "3", "garbled_arrays")
+  before = _hashes(tmp_path)
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    with pytest.raises(checkpoints.WorkdirMismatchError) as error:
+      ckpts.restore_latest(_state(0), _iterator(), {"arch": "resnet32", "num_classes": 10})
+  message = str(error.value)
+  assert "trained with resnet20; you asked for resnet32" in message and "\n" not in message
+  assert "arch: 'resnet20' -> 'resnet32'" in message and len(message) < 500
+  assert _hashes(tmp_path) == before
+
+
+def test_another_state_layout_is_named_not_called_damage(tmp_path):
+  _save_steps(tmp_path, [1])
+  other = _state(0)
+  other["opt_state"] = {"0": {"trace": np.zeros((4,), np.float32)}, "1": {"nu": np.zeros(4)}}
+  before = _hashes(tmp_path)
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    with pytest.raises(checkpoints.WorkdirMismatchError, match=r"another layout.*\['opt_state'\]\['1'\]"):
+      ckpts.restore_latest(other, _iterator(), {"arch": "resnet20", "num_classes": 10})
+  assert _hashes(tmp_path) == before
+
+
+def test_nothing_intact_is_an_error_and_nothing_moves(tmp_path):
+  _save_steps(tmp_path, [1])
+  _damage(tmp_path / "checkpoints" / "1", "data_position_edited")
+  before = _hashes(tmp_path)
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    with pytest.raises(checkpoints.CheckpointError, match="none of the 1 checkpoints .* is intact"):
+      ckpts.restore_latest(_state(0), _iterator())
+  assert _hashes(tmp_path) == before
 
 
 def test_partial_write_is_never_picked(tmp_path):
