@@ -462,6 +462,7 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     if self.enabled:
       from tensorboardX import SummaryWriter
+      _drop_torn_last_line(os.path.join(workdir, "metrics.jsonl"))
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -477,6 +478,18 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def _drop_torn_last_line(path: str) -> None:
+  """Cuts a last line without its newline (a record a killed run was writing), so that the
+  resumed run's first record is not glued onto it; that step is written again anyway."""
+  if not os.path.isfile(path) or not os.path.getsize(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+      log.warning("%s: removed its torn last line %r", path, data[data.rfind(b"\n") + 1:][:80])
 
 
 def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:

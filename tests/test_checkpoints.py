@@ -239,3 +239,31 @@ def test_init_from_converted_model_replaces_the_head(tmp_path):
   other = train_lib.initial_state(wider, optax.sgd(0.1), (8, 8, 1), seed=0)
   with pytest.raises(ValueError, match="has shape .* the model expects"):
     train_lib.load_pretrained(other, str(tmp_path / "converted"))
+
+
+def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch):
+  """A write that fails (here: ENOSPC at the final rename of step 3) leaves only Orbax's temporary
+  directory; the earlier steps are intact, and once there is room the step saves normally."""
+  import errno
+
+  from orbax.checkpoint._src.path import atomicity
+  _save_steps(tmp_path, [1, 2])
+  before = _hashes(tmp_path)
+  original = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def full(self, *args, **kwargs):
+    if self._final_path.name == "3":
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return await original(self, *args, **kwargs)
+
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full)
+  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=None)
+  with pytest.raises(Exception, match="No space left on device"):
+    ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+    ckpts.wait()
+  assert ckpts.steps() == [1, 2]
+  assert {k: v for k, v in _hashes(tmp_path).items() if k in before} == before
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", original)
+  ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+  ckpts.close()
+  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 3

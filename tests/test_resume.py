@@ -1,8 +1,16 @@
 """Killing training (SIGKILL) at any step or during a checkpoint write, then restarting, gives the
-parameters of a run never interrupted; a half-written checkpoint is never resumed from."""
+parameters of a run never interrupted; a half-written checkpoint is never resumed from. Random
+kills plus damaged checkpoints end the same way; a second trainer and another model are refused.
 
+"Bit-exact" holds for one machine and software stack, with XLA:CPU's threading pinned (the
+XLA_FLAGS below): its multi-threaded Eigen kernels may split reductions differently under load.
+"""
+
+import hashlib
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,20 +70,23 @@ runpy.run_path(os.path.join(os.environ["ROOT"], "train.py"), run_name="__main__"
 def env(tmp_path_factory):
   base = tmp_path_factory.mktemp("resume")
   (base / "tiny.py").write_text(CONFIG)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", ROOT=ROOT,
+  # Deterministic by construction: XLA:CPU on one thread per op, whatever the machine's load.
+  flags = ("--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false "
+           "intra_op_parallelism_threads=1")
+  env = dict(os.environ, XLA_FLAGS=flags, ROOT=ROOT,
              JAX_COMPILATION_CACHE_DIR=str(base / "xla_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONPATH=ROOT)
   return base, env
 
 
-def _command(base, workdir, killer=False):
+def _command(base, workdir, killer=False, extra=()):
   head = [sys.executable, "-c", KILLER] if killer else [sys.executable, os.path.join(ROOT, "train.py")]
-  return head + [f"--config={base / 'tiny.py'}", f"--workdir={workdir}"]
+  return head + [f"--config={base / 'tiny.py'}", f"--workdir={workdir}", *extra]
 
 
-def _train(base, env, workdir, **kill):
-  proc = subprocess.run(_command(base, workdir, killer=bool(kill)), env=dict(env, **kill),
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _train(base, env, workdir, extra=(), **kill):
+  proc = subprocess.run(_command(base, workdir, killer=bool(kill), extra=extra),
+                        env=dict(env, **kill), cwd=ROOT, capture_output=True, text=True, timeout=300)
   return proc
 
 
@@ -155,3 +166,120 @@ def test_sigkill_during_checkpoint_writes_then_resume(env, uninterrupted):
   proc = _train(base, env, workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _assert_same_as_uninterrupted(workdir, uninterrupted)
+
+
+def _hashes(root) -> dict:
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      path = os.path.join(d, f)
+      out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+  return out
+
+
+def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterrupted):
+  base, env = env
+  workdir = base / "another_model"
+  shutil.copytree(base / "uninterrupted", workdir)
+  before = _hashes(workdir)
+  proc = _train(base, env, workdir, extra=["--config.model=resnet32"])
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "trained with resnet20; you asked for resnet32" in last
+  assert "Traceback" not in proc.stderr and len(proc.stderr) < 5000  # No array dumps.
+  assert _hashes(workdir) == before
+
+
+# train.py that, with PAUSE_FILE set, waits after its checkpoint of step 8 until that file exists:
+# a run that certainly holds the workdir while another starts.
+PAUSER = '''
+import os, runpy, sys, time
+from resnet_jax import train_lib
+original = train_lib.save_checkpoint
+
+def save_checkpoint(run, state, step):
+  original(run, state, step)
+  if step == 8:
+    open(os.environ["PAUSE_FILE"] + ".reached", "w").close()
+    deadline = time.time() + 120
+    while not os.path.exists(os.environ["PAUSE_FILE"]) and time.time() < deadline:
+      time.sleep(0.01)
+
+train_lib.save_checkpoint = save_checkpoint
+sys.argv = ["train.py"] + sys.argv[1:]
+runpy.run_path(os.path.join(os.environ["ROOT"], "train.py"), run_name="__main__")
+'''
+
+
+def test_a_second_trainer_is_refused_and_the_first_is_unaffected(env, uninterrupted):
+  base, env = env
+  workdir, pause = base / "two_trainers", base / "pause"
+  first = subprocess.Popen([sys.executable, "-c", PAUSER, *_command(base, workdir)[2:]],
+                           env=dict(env, PAUSE_FILE=str(pause)), cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not os.path.exists(f"{pause}.reached") and first.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert first.poll() is None, first.stderr.read()[-3000:]
+  start = time.time()
+  second = _train(base, env, workdir)
+  took = time.time() - start
+  pause.touch()
+  assert second.returncode == 1 and took < 30, (took, second.stderr[-3000:])
+  last = second.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and f"in use by another trainer: pid {first.pid} on " in last
+  assert "Traceback" not in second.stderr
+  assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+  _assert_same_as_uninterrupted(workdir, uninterrupted)
+
+
+def _corrupt(step_dir, how):
+  if how == "truncate":  # The largest array file, cut in half.
+    files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / "state") for f in fs]
+    path = max(files, key=os.path.getsize)
+    os.truncate(path, os.path.getsize(path) // 2)
+  elif how == "metadata":
+    os.remove(step_dir / "state" / "_METADATA")
+  else:  # Another valid data position, the seal left as it was.
+    path = step_dir / "data" / "process_0-of-1.json"
+    body = json.loads(path.read_text())
+    position = json.loads(body["position"])
+    position[next(iter(position))] = 0
+    body["position"] = json.dumps(position)
+    path.write_text(json.dumps(body))
+
+
+@pytest.mark.slow
+def test_chaos_random_kills_and_damaged_checkpoints_then_resume(env, uninterrupted):
+  """Seeded random SIGKILLs, each followed by damage to the newest complete step, then a restart;
+  the last run ends bit for bit as the uninterrupted one, its final step present and intact, and
+  every damaged step kept under checkpoints/damaged/."""
+  base, env = env
+  rng = random.Random(9)
+  workdir = base / "chaos"
+  damaged, resumed = 0, 0
+  for _ in range(3):
+    log = workdir / "metrics.jsonl"
+    seen = len(_train_steps(workdir))
+    target = min(resumed + rng.randint(10, 14), STEPS - 5)
+    proc = subprocess.Popen(_command(base, workdir), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not any(
+        s >= target for s in _train_steps(workdir)[seen:]):
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, f"the run ended before step {target}"
+    assert log.exists()
+    steps = _complete_steps(workdir)
+    if len(steps) >= 2:  # Damage the newest, so the restart must fall back and set it aside.
+      _corrupt(workdir / "checkpoints" / str(steps[-1]), rng.choice(["truncate", "metadata", "position"]))
+      damaged += 1
+      steps = steps[:-1]
+    resumed = steps[-1] if steps else 0
+  proc = _train(base, env, workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same_as_uninterrupted(workdir, uninterrupted)
+  with checkpoints.TrainCheckpoints(str(workdir), keep=None, read_only=True) as ckpts:
+    assert ckpts.read(STEPS).step == STEPS
+  assert len(os.listdir(workdir / "checkpoints" / "damaged")) == damaged >= 1
