@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.random_erase = 0.0  # RandomErasing's probability; the box is filled with `mean`.
   config.eval_protocol = "center"  # 'center' (resize to image_size / eval_crop_fraction, crop), 'ten_crop'.
   config.eval_crop_fraction = 0.875  # 224 / 256.
+  # FixRes (torchvision's --train-crop-size, --val-resize-size, --val-crop-size); 0: as above.
+  config.train_crop_size = 0  # 0: image_size.
+  config.val_resize_size = 0  # 0: val_crop_size / eval_crop_fraction.
+  config.val_crop_size = 0  # 0: image_size.
   config.mean = IMAGENET_MEAN  # Per channel, on the 0-255 scale.
   config.std = IMAGENET_STD
   config.synthetic_examples = 1_281_167  # Size of each split of source 'synthetic'.
@@ -56,17 +60,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1  # > 0: train this many steps instead of num_epochs.
   config.base_learning_rate = 0.1  # For a batch of 256, scaled linearly (Goyal et al., 2017).
   config.learning_rate = config.get_ref("base_learning_rate") * config.get_ref("batch_size") / 256
-  config.lr_schedule = "step"  # 'step', 'cosine' or 'constant'.
+  config.lr_schedule = "step"  # 'step', 'cosine', 'poly' or 'constant'.
   config.schedule_unit = "epochs"  # Unit of lr_boundaries and warmup: 'epochs' or 'steps'.
   config.lr_boundaries = (30, 60)
   config.lr_decay_factor = 0.1
   config.warmup = 0.0  # Length of the warm-up (schedule_unit); 0 for none.
   config.warmup_type = "linear"  # 'linear' from warmup_factor * lr to lr, or 'constant' at it.
   config.warmup_factor = 0.0
+  config.lr_end = 0.0  # 'poly': the rate reached at the last step...
+  config.lr_power = 2.0  # ...as (1 - t / T) ** lr_power after the warm-up.
+  config.optimizer = "sgd"  # 'sgd', 'adamw', 'lars' or 'lamb' (resnet_jax/optim.py).
   config.momentum = 0.9
   config.nesterov = False
   config.weight_decay = 1e-4
   config.weight_decay_exclude_bn_bias = False  # The paper decays every parameter.
+  # torchvision's --norm-weight-decay / --bias-weight-decay ('sgd', 'adamw'); < 0: weight_decay.
+  config.norm_weight_decay = -1.0
+  config.bias_weight_decay = -1.0
+  config.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm to this; 0: off.
   config.label_smoothing = 0.0
   # Batch-level MixUp / CutMix (resnet_jax/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
   # the two per batch, as torchvision's reference.

@@ -135,6 +135,9 @@ RULES: dict[str, Rule] = {
     "random_erase": number(0, 1),
     "eval_protocol": one_of(_eval_protocols),
     "eval_crop_fraction": number(0, 1, low_open=True),
+    "train_crop_size": integer(0),
+    "val_resize_size": integer(0),
+    "val_crop_size": integer(0),
     "mean": sequence_of(number()),  # Lengths: see CROSS_CHECKS.
     "std": sequence_of(number(0, low_open=True)),
     "synthetic_examples": integer(1),
@@ -147,7 +150,13 @@ RULES: dict[str, Rule] = {
     "num_train_steps": integer(-1),
     "base_learning_rate": number(0),
     "learning_rate": number(0),
-    "lr_schedule": one_of(lambda: ("step", "cosine", "constant")),
+    "lr_schedule": one_of(lambda: ("step", "cosine", "poly", "constant")),
+    "lr_end": number(0),
+    "lr_power": number(0, low_open=True),
+    "optimizer": one_of(lambda: ("sgd", "adamw", "lars", "lamb")),
+    "norm_weight_decay": number(),  # < 0: weight_decay. See CROSS_CHECKS.
+    "bias_weight_decay": number(),
+    "clip_grad_norm": number(0),
     "schedule_unit": one_of(lambda: ("epochs", "steps")),
     "lr_boundaries": sequence_of(number(0), nondecreasing=True),
     "lr_decay_factor": number(0),
@@ -205,9 +214,24 @@ def _uint8_augment(config) -> Optional[tuple[str, str]]:
     return "auto_augment", "'' with augment='paper' (the policies need uint8 images)"
 
 
+def _fixres(config) -> Optional[tuple[str, str]]:
+  crop = config.val_crop_size or config.image_size
+  if config.val_resize_size and config.val_resize_size < crop:
+    return "val_resize_size", f"0 or >= the evaluation crop ({crop})"
+
+
+def _decay_groups(config) -> Optional[tuple[str, str]]:
+  for key in ("norm_weight_decay", "bias_weight_decay"):
+    if config[key] >= 0 and config.optimizer in ("lars", "lamb"):
+      return key, "< 0 with optimizer 'lars'/'lamb' (they exclude BatchNorm and biases themselves)"
+    if config[key] >= 0 and config.weight_decay_exclude_bn_bias:
+      return key, "< 0 with weight_decay_exclude_bn_bias=True (that already sets it to 0)"
+
+
 # Each returns (key, expected) for a value that is fine alone but not with the others.
 CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
-                                      _uint8_augment)
+                                      _uint8_augment, _decay_groups,
+                                      _fixres)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -21,7 +21,7 @@ from flax import serialization, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
-                        workdir_lock)
+                        optim, workdir_lock)
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -82,13 +82,16 @@ def compute_dtype(name: str):
 
 def learning_rate_schedule(*, learning_rate: float, kind: str, total_steps: int,
                            boundaries: tuple = (), decay_factor: float = 0.1, warmup_steps: int = 0,
-                           warmup_type: str = "linear", warmup_factor: float = 0.0) -> optax.Schedule:
+                           warmup_type: str = "linear", warmup_factor: float = 0.0,
+                           end_value: float = 0.0, power: float = 2.0) -> optax.Schedule:
   """The learning rate at each step.
 
   Args:
     learning_rate: the peak rate (already scaled with the batch size).
     kind: 'step' (multiply by `decay_factor` at each of `boundaries`, in steps from the start, as
-      the paper), 'cosine' (to zero at `total_steps`, starting after the warm-up) or 'constant'.
+      the paper), 'cosine' (to zero at `total_steps`, starting after the warm-up), 'poly' (from
+      `learning_rate` to `end_value` as (1 - t/T)^`power` over the steps after the warm-up: the
+      LARS recipes') or 'constant'.
     warmup_steps: steps of warm-up before the main schedule; 'linear' ramps from
       `warmup_factor * learning_rate` to `learning_rate`, 'constant' holds `warmup_factor *
       learning_rate` (the paper's ResNet-110: 0.01 for the first 400 iterations, then 0.1).
@@ -98,6 +101,10 @@ def learning_rate_schedule(*, learning_rate: float, kind: str, total_steps: int,
   elif kind == "cosine":
     cosine = optax.cosine_decay_schedule(learning_rate, max(total_steps - warmup_steps, 1))
     main = lambda step: cosine(jnp.maximum(step - warmup_steps, 0))
+  elif kind == "poly":
+    poly = optax.polynomial_schedule(learning_rate, end_value, power,
+                                     max(total_steps - warmup_steps, 1))
+    main = lambda step: poly(jnp.maximum(step - warmup_steps, 0))
   elif kind == "constant":
     main = optax.constant_schedule(learning_rate)
   else:
@@ -400,8 +407,8 @@ def create_data(config: ml_collections.ConfigDict) -> Data:
 
 def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
   ds = input_pipeline.train_dataset(
-      data.train, global_batch_size=config.batch_size, image_size=config.image_size,
-      augment=config.augment, seed=config.seed, process_index=jax.process_index(),
+      data.train, global_batch_size=config.batch_size,
+      image_size=config.train_crop_size or config.image_size, augment=config.augment, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(),
       extra_augment=autoaugment.train_policy(
           config.auto_augment, ra_magnitude=config.ra_magnitude,
@@ -411,10 +418,17 @@ def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIt
                                        config.num_data_threads)
 
 
+def eval_sizes(config) -> tuple[int, float]:
+  """(crop size, crop fraction) of evaluation: FixRes's val_crop_size / val_resize_size when set."""
+  crop = config.val_crop_size or config.image_size
+  return crop, (crop / config.val_resize_size if config.val_resize_size else config.eval_crop_fraction)
+
+
 def eval_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
+  crop, crop_fraction = eval_sizes(config)
   ds = input_pipeline.eval_dataset(
-      data.eval, global_batch_size=config.batch_size, image_size=config.image_size,
-      eval_protocol=config.eval_protocol, crop_fraction=config.eval_crop_fraction,
+      data.eval, global_batch_size=config.batch_size, image_size=crop,
+      eval_protocol=config.eval_protocol, crop_fraction=crop_fraction,
       process_index=jax.process_index(), process_count=jax.process_count())
   return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
                                        config.num_data_threads)
@@ -447,7 +461,25 @@ def schedule_from_config(config, steps_per_epoch: float, total_steps: int) -> op
       learning_rate=config.learning_rate, kind=config.lr_schedule, total_steps=total_steps,
       boundaries=tuple(to_steps(b) for b in config.lr_boundaries),
       decay_factor=config.lr_decay_factor, warmup_steps=to_steps(config.warmup),
-      warmup_type=config.warmup_type, warmup_factor=config.warmup_factor)
+      warmup_type=config.warmup_type, warmup_factor=config.warmup_factor,
+      end_value=config.lr_end, power=config.lr_power)
+
+
+def optimizer_from_config(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """Today's SGD exactly (same state layout, so older checkpoints resume) unless a modern option is
+  set; then `optim.create`, where negative per-group decays mean 'as weight_decay'."""
+  group = lambda x: None if x < 0 else x
+  if (config.optimizer == "sgd" and group(config.norm_weight_decay) is None
+      and group(config.bias_weight_decay) is None and not config.clip_grad_norm):
+    return create_optimizer(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                            weight_decay=config.weight_decay,
+                            exclude_bn_and_bias=config.weight_decay_exclude_bn_bias)
+  excluded = 0.0 if config.weight_decay_exclude_bn_bias else None
+  return optim.create(config.optimizer, schedule, weight_decay=config.weight_decay,
+                      momentum=config.momentum, nesterov=config.nesterov,
+                      norm_weight_decay=group(config.norm_weight_decay) if excluded is None else 0.0,
+                      bias_weight_decay=group(config.bias_weight_decay) if excluded is None else 0.0,
+                      clip_grad_norm=config.clip_grad_norm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -569,9 +601,7 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(math.ceil(config.num_epochs * steps_per_epoch)))
   schedule = schedule_from_config(config, steps_per_epoch, total_steps)
-  tx = create_optimizer(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                        weight_decay=config.weight_decay,
-                        exclude_bn_and_bias=config.weight_decay_exclude_bn_bias)
+  tx = optimizer_from_config(config, schedule)
   synced = config.parallelism == "pmap" and config.sync_batch_norm
   model = create_model(config, data.num_classes, axis_name=PMAP_AXIS if synced else None)
   bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))

@@ -101,7 +101,9 @@ BAD_VALUES = {
     "distributed.num_processes": -1, "distributed.process_id": -2, "async_checkpoints": 0,
     "progress_bar": "no", "auto_augment": "autoaugment", "ra_magnitude": 31, "augmix_severity": 0,
     "random_erase": 1.5, "mixup_alpha": -0.2, "cutmix_alpha": float("nan"),
-    "model_ema": 1, "model_ema_steps": 0, "model_ema_decay": 1.5,
+    "model_ema": 1, "model_ema_steps": 0, "model_ema_decay": 1.5, "lr_end": -1.0, "lr_power": 0.0,
+    "optimizer": "adam", "norm_weight_decay": float("nan"), "bias_weight_decay": "0",
+    "clip_grad_norm": -1.0, "train_crop_size": -1, "val_resize_size": 8, "val_crop_size": 1.5,
 }
 
 
