@@ -1,81 +1,212 @@
-"""Images/s of the ImageNet training input (JPEG decode, random-resized crop, flip, batching) on this host.
+"""Training input images/s: resnet_jax's Grain pipeline vs torchvision's ImageFolder + DataLoader, same files, one run.
 
-  python benchmarks/input_pipeline.py --images 512 --threads 16 --batch 256
+  python benchmarks/input_pipeline.py --images 768 --workers 1,2
 
-It writes `--images` JPEG files of ImageNet-like sizes (the ILSVRC-2012 training set averages about
-400x350 pixels at JPEG quality ~90; sizes here are drawn between 300 and 500 pixels a side) into an
-image folder, then runs the same Grain pipeline `train.py` uses (`input_pipeline.ImageFolderSource` ->
-`train_dataset(augment='torchvision')` -> a threaded iterator) and reports the median images/s over
-timed windows, the first batches excluded. Compare with the training step's rate from
-benchmarks/throughput.py: the input keeps up when its images/s is higher.
+It writes `--images` JPEGs made from scikit-image's photographs (random crops resized to 300-500 px a
+side, quality 90: ImageNet's training images average about 400x350 at quality ~90) into an image
+folder, then times, at each worker count N, one after the other:
+
+  resnet_jax   `train_dataset(augment='torchvision')` (random-resized crop to 224 + flip) through the
+               `DeviceIterator` train.py uses, N Grain threads; with `fast_decode` (JPEGs decoded at the
+               smallest DCT scale the crop allows), without it (full decode), 'paper' augmentation,
+               and N worker processes instead of threads;
+  torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
+               RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
+               reference recipe's ConvertImageDtype + Normalize on top (float32 out);
+  decode only  each JPEG decoder on N threads (Pillow, Pillow's draft at 1/2, simplejpeg, OpenCV,
+               PyTurboJPEG when its system library is there): the floor under any pipeline.
+
+Then `--prepared S` times resnet_jax on a copy made by `resnet-jax prepare --max-size S`.
+Its last line is `input pipeline: resnet_jax/torchvision = R.RRx at N workers` for the largest N.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 
-import grain
 import numpy as np
 from PIL import Image
 
-from resnet_jax import input_pipeline
+from resnet_jax import input_pipeline, jpeg
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+          "retina")
 
 
-def write_jpegs(root: str, count: int, classes: int = 10, seed: int = 0) -> None:
-  """`count` JPEGs with smooth random content (so they compress like photos), root/class_k/*.jpg."""
+def write_photo_jpegs(root: str, count: int, classes: int = 10, seed: int = 0) -> list[str]:
+  """`count` JPEGs (quality 90) at root/class_k/, each a random crop of a scikit-image photograph
+  resized to a random 300-500 x 300-500 pixels."""
+  from skimage import data
+  photos = [getattr(data, name)() for name in PHOTOS]
   rng = np.random.default_rng(seed)
+  paths = []
   for i in range(count):
-    h, w = rng.integers(300, 501, size=2)
-    small = rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((int(w), int(h)), Image.BICUBIC)
+    photo = photos[i % len(photos)]
+    h, w = (int(v) for v in rng.integers(300, 501, 2))
+    # The largest crop of the photo's with the output's aspect, shrunk by up to 30%.
+    s = min(photo.shape[0] / h, photo.shape[1] / w) * rng.uniform(0.7, 1.0)
+    ch, cw = int(h * s), int(w * s)
+    top = int(rng.integers(0, photo.shape[0] - ch + 1))
+    left = int(rng.integers(0, photo.shape[1] - cw + 1))
+    image = Image.fromarray(photo[top:top + ch, left:left + cw]).resize((w, h), Image.BICUBIC)
     directory = os.path.join(root, f"class_{i % classes}")
     os.makedirs(directory, exist_ok=True)
-    image.save(os.path.join(directory, f"{i:06d}.jpg"), quality=90)
+    paths.append(os.path.join(directory, f"{i:06d}.jpg"))
+    image.save(paths[-1], quality=90)
+  return paths
 
 
-def measure(root: str, *, batch: int, threads: int, image_size: int, batches: int, windows: int,
-            augment: str = "torchvision") -> dict:
+# ----------------------------------------------------------------------------------------------
+# The pipelines, each an endless iterator of (batch, images in it).
+
+def resnet_jax_batches(root: str, *, batch: int, workers: int, augment: str = "torchvision",
+                       fast_decode: bool = True, processes: bool = False) -> Iterator[int]:
   source = input_pipeline.ImageFolderSource(root)
-  ds = input_pipeline.train_dataset(source, global_batch_size=batch, image_size=image_size,
-                                    augment=augment, seed=0)
-  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                 prefetch_buffer_size=max(16, 4 * threads))))
-  for _ in range(2):  # thread start-up and the first reads
-    next(it)
-  rates = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(batches):
-      out = next(it)
-    rates.append(batch * batches / (time.perf_counter() - start))
-  assert out["image"].shape == (batch, image_size, image_size, 3)
-  return {"images_per_s": statistics.median(rates), "windows": rates, "threads": threads,
-          "cpus": os.cpu_count(), "batch": batch}
+  ds = input_pipeline.train_dataset(source, global_batch_size=batch, image_size=224, augment=augment,
+                                    seed=0, fast_decode=fast_decode)
+  it = input_pipeline.DeviceIterator(ds, put=lambda b: b, prefetch=2,
+                                     num_threads=1 if processes else workers,
+                                     num_processes=workers if processes else 0)
+  try:
+    for b in it:
+      assert b["image"].shape == (batch, 224, 224, 3)
+      yield batch
+  finally:
+    it.close()
+
+
+def torchvision_batches(root: str, *, batch: int, workers: int, normalize: bool) -> Iterator[int]:
+  import torch
+  from resnet_jax._torchvision import import_torchvision
+  torchvision = import_torchvision()
+  datasets, T = torchvision.datasets, torchvision.transforms
+  steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()]
+  if normalize:  # torchvision's references/classification/presets.py ClassificationPresetTrain.
+    steps += [T.ConvertImageDtype(torch.float), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+  ds = datasets.ImageFolder(root, T.Compose(steps))
+  sampler = torch.utils.data.RandomSampler(ds, num_samples=10**8)  # endless, one epoch after another
+  loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                                       persistent_workers=True, prefetch_factor=4)
+  for images, _ in loader:
+    assert images.shape == (batch, 3, 224, 224)
+    yield batch
+
+
+def _turbojpeg_decoder() -> Callable[[bytes], np.ndarray]:
+  from turbojpeg import TJPF_RGB, TurboJPEG
+  tj = TurboJPEG()  # Raises without the system's libturbojpeg.
+  return lambda data: tj.decode(data, pixel_format=TJPF_RGB)
+
+
+def decoders() -> dict[str, Callable[[bytes], np.ndarray]]:
+  """Decode-only functions by name, those that run here."""
+  out = {name: (lambda data, n=name: jpeg.decode(data, 1, n)) for name in jpeg.available_decoders()}
+  out["pillow 1/2 (draft)"] = lambda data: jpeg.decode(data, 2, "pillow")
+  try:
+    out["pyturbojpeg"] = _turbojpeg_decoder()
+  except Exception as e:  # ImportError, or RuntimeError/OSError for the missing system library.
+    print(f"pyturbojpeg left out: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
+  return out
+
+
+def decode_batches(paths: list[str], *, batch: int, workers: int, decode: Callable) -> Iterator[int]:
+  """Read and decode `batch` files on `workers` threads, endlessly: no crop, resize or batching."""
+  def one(path):
+    with open(path, "rb") as f:
+      return decode(f.read())
+
+  i = 0
+  with ThreadPoolExecutor(workers) as pool:
+    while True:
+      chunk = [paths[(i + j) % len(paths)] for j in range(batch)]
+      i += batch
+      list(pool.map(one, chunk))
+      yield batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing.
+
+def run(pipelines: dict[str, Callable[[], Iterator[int]]], *, windows: int, batches: int,
+        warmup: int = 2) -> dict[str, float]:
+  """Median images/s of each pipeline over `windows` windows of `batches` batches. One pipeline runs
+  at a time (each has workers prefetching in the background); the first `warmup` batches, worker
+  start-up included, are not timed."""
+  rates = {}
+  for name, make in pipelines.items():
+    it = make()
+    for _ in range(warmup):
+      next(it)
+    window_rates = []
+    for _ in range(windows):
+      start = time.perf_counter()
+      images = sum(next(it) for _ in range(batches))
+      window_rates.append(images / (time.perf_counter() - start))
+    it.close()
+    rates[name] = statistics.median(window_rates)
+  return rates
+
+
+def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: int,
+            batches: int) -> dict[str, float]:
+  kw = dict(batch=batch, workers=workers)
+  pipelines = {
+      "resnet_jax torchvision (threads, fast decode)": lambda: resnet_jax_batches(root, **kw),
+      "resnet_jax torchvision (processes, fast decode)":
+          lambda: resnet_jax_batches(root, processes=True, **kw),
+      "resnet_jax torchvision (threads, full decode)":
+          lambda: resnet_jax_batches(root, fast_decode=False, **kw),
+      "resnet_jax paper (threads, fast decode)": lambda: resnet_jax_batches(root, augment="paper", **kw),
+      "torchvision DataLoader, uint8 out": lambda: torchvision_batches(root, normalize=False, **kw),
+      "torchvision DataLoader, reference recipe (float out)":
+          lambda: torchvision_batches(root, normalize=True, **kw),
+  }
+  for name, fn in decoders().items():
+    pipelines[f"decode only: {name}"] = lambda fn=fn: decode_batches(paths, decode=fn, **kw)
+  return run(pipelines, windows=windows, batches=batches)
+
+
+def print_table(results: dict[int, dict[str, float]]) -> None:
+  counts = sorted(results)
+  print("| pipeline | " + " | ".join(f"{n} worker{'s' * (n > 1)} (img/s)" for n in counts)
+        + " | per worker at 1 |")
+  print("|---|" + "---:|" * (len(counts) + 1))
+  for name in results[counts[0]]:
+    cells = " | ".join(f"{results[n][name]:,.0f}" for n in counts)
+    one = results[1][name] if 1 in results else float("nan")
+    print(f"| {name} | {cells} | {one:,.0f} |")
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--images", type=int, default=512)
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--threads", type=int, default=os.cpu_count())
-  parser.add_argument("--image-size", type=int, default=224)
-  parser.add_argument("--batches", type=int, default=4, help="batches per timed window")
-  parser.add_argument("--windows", type=int, default=3)
-  parser.add_argument("--root", default=None, help="reuse an image folder instead of writing one")
+  parser.add_argument("--images", type=int, default=768)
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+  parser.add_argument("--batches", type=int, default=3, help="batches per timed window")
+  parser.add_argument("--windows", type=int, default=5)
   args = parser.parse_args(argv)
-  with tempfile.TemporaryDirectory() as tmp:
-    root = args.root or tmp
-    if not args.root:
-      write_jpegs(root, args.images)
-    result = measure(root, batch=args.batch, threads=args.threads, image_size=args.image_size,
-                     batches=args.batches, windows=args.windows)
-  print(f"{result['images_per_s']:.0f} images/s with {result['threads']} threads on "
-        f"{result['cpus']} CPUs (windows: {', '.join(f'{r:.0f}' for r in result['windows'])})")
+  counts = [int(n) for n in args.workers.split(",")]
+  with tempfile.TemporaryDirectory() as root:
+    paths = write_photo_jpegs(root, args.images)
+    results = {n: measure(root, paths, workers=n, batch=args.batch, windows=args.windows,
+                          batches=args.batches) for n in counts}
+  print_table(results)
+  ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
+  if 1 in results:
+    per_core = results[1][ours]
+    print(f"per core: resnet_jax {per_core:,.0f} img/s, torchvision {results[1][theirs]:,.0f}; "
+          f"x16 cores: {16 * per_core:,.0f} vs ResNet-50 training's ~5,000-7,000 img/s (H100, bf16)")
+  n = max(counts)
+  print(f"input pipeline: resnet_jax/torchvision = {results[n][ours] / results[n][theirs]:.2f}x "
+        f"at {n} workers")
   return 0
 
 

@@ -51,6 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.std = IMAGENET_STD
   config.synthetic_examples = 1_281_167  # Size of each split of source 'synthetic'.
   config.num_data_threads = 8  # Grain reader threads per process.
+  # Training reads image-folder JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that leaves the drawn
+  # crop at least image_size pixels across; crops and flips are the exact path's (resnet_jax/jpeg.py).
+  # Evaluation always decodes in full.
+  config.fast_decode = True
+  # Training input in N worker processes (each with num_data_threads threads); 0: threads only.
+  config.data_processes = 0
   config.prefetch_batches = 2  # Batches placed on the devices ahead of the step.
   config.seed = 0  # Parameter initialisation, shuffling and augmentation.
 

@@ -142,6 +142,8 @@ RULES: dict[str, Rule] = {
     "std": sequence_of(number(0, low_open=True)),
     "synthetic_examples": integer(1),
     "num_data_threads": integer(0),
+    "fast_decode": boolean,
+    "data_processes": integer(0),
     "prefetch_batches": integer(0),
     "seed": integer(),
     # Optimisation.

@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 from PIL import Image
 
-from resnet_jax import protocols
+from resnet_jax import jpeg, protocols
 
 Example = dict[str, Any]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -83,6 +84,13 @@ class ImageFolderSource:
     path, label = self.files[index]
     with Image.open(path) as image:
       return {"image": np.asarray(image.convert("RGB")), "label": label}
+
+  def undecoded(self, index: int) -> Example:
+    """{'data': the file's bytes, 'label'}, for training's reduced-size JPEG decoding
+    (`train_dataset(fast_decode=True)`)."""
+    path, label = self.files[index]
+    with open(path, "rb") as f:
+      return {"data": f.read(), "label": label}
 
 
 class SyntheticSource:
@@ -174,29 +182,34 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return out[..., None] if channels == 1 else out
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
-  """torchvision's RandomResizedCrop: 10 tries at a random area and log-uniform aspect ratio,
-  then a center crop of the clamped ratio."""
-  h, w = image.shape[:2]
-  area = h * w
+def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """(top, left, crop height, crop width) drawn as torchvision's `RandomResizedCrop.get_params`:
+  10 tries at a random area and log-uniform aspect ratio, then a center crop of the clamped ratio.
+  Only the image's size is needed, so a JPEG's box is known before it is decoded."""
+  area = height * width
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
   for _ in range(10):
     target_area = area * rng.uniform(*scale)
     aspect = math.exp(rng.uniform(*log_ratio))
     cw = int(round(math.sqrt(target_area * aspect)))
     ch = int(round(math.sqrt(target_area / aspect)))
-    if 0 < cw <= w and 0 < ch <= h:
-      top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-      return resize(image[top:top + ch, left:left + cw], size, size)
-  in_ratio = w / h
-  if in_ratio < ratio[0]:
-    cw, ch = w, int(round(w / ratio[0]))
-  elif in_ratio > ratio[1]:
-    cw, ch = int(round(h * ratio[1])), h
+    if 0 < cw <= width and 0 < ch <= height:
+      return int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1)), ch, cw
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    cw, ch = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    cw, ch = int(round(height * max(ratio))), height
   else:
-    cw, ch = w, h
-  top, left = (h - ch) // 2, (w - cw) // 2
+    cw, ch = width, height
+  return (height - ch) // 2, (width - cw) // 2, ch, cw
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
+                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+  """torchvision's RandomResizedCrop: a `random_resized_crop_box`, resized to size x size."""
+  top, left, ch, cw = random_resized_crop_box(*image.shape[:2], rng, scale, ratio)
   return resize(image[top:top + ch, left:left + cw], size, size)
 
 
@@ -250,6 +263,67 @@ AUGMENTATIONS["paper"] = paper_augment
 EVAL_PROTOCOLS["ten_crop"] = ten_crop
 
 
+# ----------------------------------------------------------------------------------------------
+# The same augmentations from undecoded JPEGs: the random draws happen first, in the same order and
+# from the image's size alone, then the file is decoded at the smallest DCT scale the crop allows
+# (`jpeg.dct_scale`: never fewer pixels across the crop than the output has). At scale 1 the
+# 'torchvision' output is the exact path's, byte for byte; tests/test_input_pipeline.py measures
+# how close the scaled decodes come.
+
+def _resize_box(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+  """PIL's bilinear (antialiased) resize of the fractional box (left, top, right, bottom) of `image`."""
+  h, w = image.shape[:2]
+  box = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], w), min(box[3], h))  # float round-off
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=box))
+
+
+def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
+  """`random_flip(random_resized_crop(...))` of a JPEG's bytes, decoded at 1/k where the crop allows."""
+  top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
+  k = jpeg.dct_scale(ch, cw, size, size)
+  image = jpeg.decode(data, k)
+  if k == 1:
+    out = resize(image[top:top + ch, left:left + cw], size, size)
+  else:
+    # The crop's edges fall inside decoded pixels: keep the decoded pixels that cover the crop, then
+    # resize the fractional box within them, so that (as torchvision's crop) nothing outside is read.
+    y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
+    iy0, ix0 = int(y0), int(x0)
+    covering = image[iy0:math.ceil(y1), ix0:math.ceil(x1)]
+    out = _resize_box(covering, (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), size)
+  return random_flip(out, rng)
+
+
+def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
+  """`paper_augment` of a JPEG's bytes: the random crop of the rescaled image is resized straight
+  from the (DCT-reduced) decode, so the whole image is never rescaled."""
+  h, w = jpeg.header_size(data)
+  lo, hi = round(size * 256 / 224), round(size * 480 / 224)  # As paper_augment.
+  short = int(rng.integers(lo, hi + 1))
+  # The rescaled size exactly as protocols.resize_shorter_side (the longer side truncated).
+  new_long = int(short * max(h, w) / min(h, w))
+  new_h, new_w = (short, new_long) if h <= w else (new_long, short)
+  if min(h, w) == short:
+    new_h, new_w = h, w
+  top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
+  sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
+  k = jpeg.dct_scale(size * sy, size * sx, size, size)
+  image = jpeg.decode(data, k)
+  if (new_h, new_w) == (h, w):
+    out = image[top:top + size, left:left + size]
+  else:
+    # Output pixel j samples the rescaled image's pixel left + j, as resizing all and cropping does.
+    box = (left * sx / k, top * sy / k, (left + size) * sx / k, (top + size) * sy / k)
+    out = _resize_box(image, box, size)
+  out = protocols.random_hflip(out, rng)
+  return protocols.lighting(out, rng, 0.1, 255.0)
+
+
+# Augmentations of undecoded JPEG bytes, each drawing what its AUGMENTATIONS namesake draws.
+FAST_AUGMENTATIONS: dict[str, Callable] = {
+    "torchvision": fast_random_resized_crop, "paper": fast_paper_augment}
+
+
 def register_augmentation(name: str, fn: Callable) -> None:
   if name in AUGMENTATIONS:
     raise ValueError(f"augmentation {name!r} is already registered")
@@ -283,9 +357,40 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
+class _Undecoded:
+  """A source's examples as {'data': file bytes, 'index', 'label'}, for the FAST_AUGMENTATIONS."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Example:
+    return {**self.source.undecoded(index), "index": index}
+
+
+def _fast_augment(source, augment: str, image_size: int) -> Callable:
+  exact, fast = AUGMENTATIONS[augment], FAST_AUGMENTATIONS[augment]
+
+  def augmented(example, rng):
+    state = rng.bit_generator.state
+    try:
+      image = fast(example["data"], rng, image_size) if jpeg.is_jpeg(example["data"]) else None
+    except (OSError, ValueError):  # Not a JPEG the fast path reads (e.g. CMYK): the source decides.
+      image = None
+    if image is None:  # PNG and the rest go the exact way, with the same random draws.
+      rng.bit_generator.state = state
+      image = exact(source[example["index"]]["image"], rng, image_size)
+    return image
+
+  return augmented
+
+
 def train_dataset(source, *, global_batch_size: int, image_size: int, augment: str, seed: int,
                   process_index: int = 0, process_count: int = 1,
-                  extra_augment: Optional[Callable] = None) -> grain.MapDataset:
+                  extra_augment: Optional[Callable] = None,
+                  fast_decode: bool = False) -> grain.MapDataset:
   """An endless stream of this process's training batches.
 
   Global example k is the same on every process count: the order is one shuffled stream (a new
@@ -295,12 +400,20 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
 
   `extra_augment(image, rng)` (e.g. `autoaugment.train_policy`) runs after `augment` with the same
   per-example generator, so it too is the same on every process count and after a restart.
+
+  `fast_decode`: for an augmentation in FAST_AUGMENTATIONS and a source with `undecoded` (image
+  folders), JPEGs are decoded at the smallest DCT scale the drawn crop allows; the crops, flips and
+  order stay those of the exact path.
   """
   fn = _lookup(AUGMENTATIONS, augment, "augmentation")
   local = _local_batch_size(global_batch_size, process_count)
 
+  augmented = lambda example, rng: fn(example["image"], rng, image_size)
+  if fast_decode and augment in FAST_AUGMENTATIONS and hasattr(source, "undecoded"):
+    augmented, source = _fast_augment(source, augment, image_size), _Undecoded(source)
+
   def transform(example, rng):
-    image = fn(example["image"], rng, image_size)
+    image = augmented(example, rng)
     if extra_augment is not None:
       image = extra_augment(image, rng)
     return {"image": image, "label": np.int32(example["label"])}
@@ -339,10 +452,18 @@ class DeviceIterator:
   """
 
   def __init__(self, dataset: grain.MapDataset, put: Callable, prefetch: int = 2,
-               num_threads: int = 4):
-    self._iter = dataset.to_iter_dataset(
-        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(16, 4 * num_threads))
-    ).__iter__()
+               num_threads: int = 4, num_processes: int = 0):
+    ds = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(16, 4 * num_threads)))
+    if num_processes:
+      if not flags.FLAGS.is_parsed():
+        # Grain reads an absl flag when it starts workers; outside an absl app (tests, notebooks,
+        # benchmarks) the flags keep their defaults.
+        flags.FLAGS.mark_as_parsed()
+      # Each worker process makes whole batches (every num_processes-th one) with its own threads;
+      # Grain's state records each worker's position, so a restart still resumes exactly.
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_processes))
+    self._iter = ds.__iter__()
     self._put, self._prefetch = put, prefetch
     self._queue: collections.deque = collections.deque()
     self._state = self._iter.get_state()
@@ -363,6 +484,11 @@ class DeviceIterator:
 
   def get_state(self) -> bytes:
     return json.dumps(self._state).encode()
+
+  def close(self) -> None:
+    """Stops Grain's worker processes (when `num_processes`); the garbage collector does it too, later."""
+    if hasattr(self._iter, "close"):
+      self._iter.close()
 
   def set_state(self, state: bytes) -> None:
     self._queue.clear()

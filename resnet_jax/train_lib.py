@@ -413,9 +413,10 @@ def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIt
       extra_augment=autoaugment.train_policy(
           config.auto_augment, ra_magnitude=config.ra_magnitude,
           augmix_severity=config.augmix_severity, random_erase=config.random_erase,
-          erase_value=tuple(config.mean)))
+          erase_value=tuple(config.mean)),
+      fast_decode=config.fast_decode)
   return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
-                                       config.num_data_threads)
+                                       config.num_data_threads, config.data_processes)
 
 
 def eval_sizes(config) -> tuple[int, float]:

@@ -179,3 +179,143 @@ def test_paper_augmentation_and_ten_crop_feed_the_trainer():
   assert [b["image"].shape for b in batches] == [(4, 10, 16, 16, 3)] * 2
   assert sum(float(b["mask"].sum()) for b in batches) == 5
   np.testing.assert_array_equal(batches[0]["image"][0, 5], batches[0]["image"][0, 0, :, ::-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Reduced-size JPEG decoding for training (resnet_jax.jpeg, FAST_AUGMENTATIONS).
+
+class _TorchDraws:
+  """numpy Generator's `uniform`/`integers` answered from torch's global generator, drawn as
+  torchvision's `RandomResizedCrop.get_params` draws them."""
+
+  def __init__(self, torch):
+    self.torch = torch
+
+  def uniform(self, low, high):
+    return self.torch.empty(1).uniform_(low, high).item()
+
+  def integers(self, low, high):
+    return self.torch.randint(low, high, size=(1,)).item()
+
+
+@pytest.mark.parametrize("height, width", [(375, 500), (300, 300), (10, 400), (400, 10), (50, 60)],
+                         ids=["landscape", "square", "wide-fallback", "tall-fallback", "small"])
+def test_crop_box_is_torchvisions_from_the_same_draws(torchvision, height, width):
+  """The same uniform draws give torchvision's (top, left, h, w), fallback (10 failed tries) included."""
+  import torch
+  get_params = torchvision.transforms.RandomResizedCrop.get_params
+  image = torch.zeros(3, height, width)
+  for seed in range(300):
+    torch.manual_seed(seed)
+    want = get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
+    torch.manual_seed(seed)
+    assert ip.random_resized_crop_box(height, width, _TorchDraws(torch)) == tuple(want), seed
+
+
+def _photo_jpegs():
+  from skimage import data
+  import io
+  out = {}
+  for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina"):
+    buffer = io.BytesIO()
+    Image.fromarray(getattr(data, name)()).save(buffer, "JPEG", quality=90)
+    out[name] = buffer.getvalue()
+  return out
+
+
+def test_jpeg_decoders_agree_at_every_dct_scale():
+  """simplejpeg, OpenCV and Pillow's draft all run libjpeg-turbo's accurate IDCT: the same pixels."""
+  from resnet_jax import jpeg
+  data = _photo_jpegs()["chelsea"]  # 451 x 300: odd width, so the reduced sizes round up.
+  for k in (1, 2, 4, 8):
+    want = jpeg.decode(data, k, "pillow")
+    assert want.shape == (-(-300 // k), -(-451 // k), 3)
+    for name in jpeg.available_decoders():
+      np.testing.assert_array_equal(jpeg.decode(data, k, name), want, err_msg=f"{name} at 1/{k}")
+  assert jpeg.dct_scale(448, 500, 224, 224) == 2 and jpeg.dct_scale(447, 900, 224, 224) == 1
+  assert jpeg.dct_scale(1800, 1792, 224, 224) == 8
+
+
+@pytest.mark.parametrize("augment", ["torchvision", "paper"])
+def test_fast_decode_is_close_to_the_exact_path_on_photos(augment):
+  """The fast path draws the same crop and flip; at DCT scale 1 it is the exact path, and where the
+  crop allows a reduced decode it stays within a PSNR that no training can tell (README states it)."""
+  from resnet_jax import jpeg
+  exact_fn, fast_fn = ip.AUGMENTATIONS[augment], ip.FAST_AUGMENTATIONS[augment]
+  errors = {True: [], False: []}  # reduced decode? -> mean squared errors
+  for name, data in _photo_jpegs().items():
+    decoded = jpeg.decode(data, 1, "pillow")
+    for size in (224, 64):
+      for seed in range(6):
+        exact = exact_fn(decoded, np.random.default_rng(seed), size).astype(np.float64)
+        fast = fast_fn(data, np.random.default_rng(seed), size).astype(np.float64)
+        errors[_reduced(augment, decoded.shape, seed, size)].append(np.mean((exact - fast) ** 2))
+        if augment == "torchvision" and not _reduced(augment, decoded.shape, seed, size):
+          np.testing.assert_array_equal(fast, exact)
+  assert len(errors[True]) >= 10 and len(errors[False]) >= 10  # Both kinds are exercised.
+  psnr = 10 * np.log10(255 ** 2 / np.mean(errors[True]))
+  # Measured: about 38 dB ('torchvision') and 40 dB ('paper') for the reduced decodes; below 30 dB
+  # differences start to be visible.
+  assert psnr > 30, psnr
+  if augment == "paper":
+    # Resizing the crop's box from the image instead of resizing all of it and cropping: PIL
+    # rounds its fixed-point filter weights for a box differently, by 1-2 levels on a few pixels.
+    assert 10 * np.log10(255 ** 2 / np.mean(errors[False])) > 50
+
+
+def _reduced(augment, shape, seed, size) -> bool:
+  """Whether the fast path decodes the example of `seed` below full size."""
+  from resnet_jax import jpeg
+  rng = np.random.default_rng(seed)
+  h, w = shape[:2]
+  if augment == "torchvision":
+    _, _, ch, cw = ip.random_resized_crop_box(h, w, rng)
+    return jpeg.dct_scale(ch, cw, size, size) > 1
+  short = int(rng.integers(round(size * 256 / 224), round(size * 480 / 224) + 1))
+  return jpeg.dct_scale(size * min(h, w) / short, size * min(h, w) / short, size, size) > 1
+
+
+def test_fast_decode_keeps_the_exact_batches_where_no_reduction_applies(tmp_path):
+  """Same order, same draws: JPEGs too small for a reduced decode and PNGs (which always take the
+  exact path) give the exact path's batches, byte for byte."""
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    (tmp_path / f"c{i % 3}").mkdir(exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)).save(
+        tmp_path / f"c{i % 3}" / f"{i}.{'png' if i % 2 else 'jpg'}", quality=90)
+  source = ip.ImageFolderSource(str(tmp_path))
+  for augment in ("torchvision", "paper"):
+    kw = dict(global_batch_size=4, image_size=32, augment=augment, seed=1)
+    fast, exact = ip.train_dataset(source, fast_decode=True, **kw), ip.train_dataset(source, **kw)
+    for i in (0, 2, 5):
+      np.testing.assert_array_equal(fast[i]["label"], exact[i]["label"])
+      # 'paper' resizes the crop's box, not the whole image: 1-2 levels of rounding (see above).
+      np.testing.assert_allclose(fast[i]["image"], exact[i]["image"], rtol=0,
+                                 atol=2.0001 if augment == "paper" else 0)
+
+
+def test_worker_processes_resume_exactly():
+  """config.data_processes: two Grain worker processes give the threads' batches, and a restart
+  from a mid-epoch position reads on exactly where the first run was (across the epoch's end)."""
+  rng = np.random.default_rng(0)
+  source = ip.InMemorySource(rng.integers(0, 256, (10, 12, 12, 3), np.uint8), np.arange(10))
+  ds = ip.train_dataset(source, global_batch_size=2, image_size=8, augment="torchvision", seed=0)
+  it = ip.DeviceIterator(ds, put=lambda b: b, prefetch=1, num_threads=1, num_processes=2)
+  try:
+    for _ in range(3):
+      next(it)
+    state = it.get_state()
+    want = [next(it) for _ in range(4)]  # Batches 3-6: the epoch of 5 batches ends after batch 4.
+  finally:
+    it.close()
+  for i, batch in enumerate(want):  # What the threads (and the plain dataset) give.
+    np.testing.assert_array_equal(batch["image"], ds[3 + i]["image"])
+  resumed = ip.DeviceIterator(ds, put=lambda b: b, prefetch=1, num_threads=1, num_processes=2)
+  try:
+    resumed.set_state(state)
+    for batch in want:
+      got = next(resumed)
+      np.testing.assert_array_equal(got["image"], batch["image"])
+      np.testing.assert_array_equal(got["label"], batch["label"])
+  finally:
+    resumed.close()
