@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.ra_magnitude = 9
   config.augmix_severity = 3
   config.random_erase = 0.0  # RandomErasing's probability; the box is filled with `mean`.
+  config.ra_sampler = False  # Repeated augmentation (torchvision's RASampler)...
+  config.ra_reps = 3  # ...with this many augmented copies of each image.
   config.eval_protocol = "center"  # 'center' (resize to image_size / eval_crop_fraction, crop), 'ten_crop'.
   config.eval_crop_fraction = 0.875  # 224 / 256.
   # FixRes (torchvision's --train-crop-size, --val-resize-size, --val-crop-size); 0: as above.

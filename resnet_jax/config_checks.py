@@ -133,6 +133,8 @@ RULES: dict[str, Rule] = {
     "ra_magnitude": integer_in(0, 30),  # A bin of RandAugment's 31.
     "augmix_severity": integer_in(1, 10),  # torchvision's AugMix range.
     "random_erase": number(0, 1),
+    "ra_sampler": boolean,
+    "ra_reps": integer(1),
     "eval_protocol": one_of(_eval_protocols),
     "eval_crop_fraction": number(0, 1, low_open=True),
     "train_crop_size": integer(0),

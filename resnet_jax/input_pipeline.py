@@ -390,7 +390,7 @@ def _fast_augment(source, augment: str, image_size: int) -> Callable:
 def train_dataset(source, *, global_batch_size: int, image_size: int, augment: str, seed: int,
                   process_index: int = 0, process_count: int = 1,
                   extra_augment: Optional[Callable] = None,
-                  fast_decode: bool = False) -> grain.MapDataset:
+                  fast_decode: bool = False, repeats: int = 1) -> grain.MapDataset:
   """An endless stream of this process's training batches.
 
   Global example k is the same on every process count: the order is one shuffled stream (a new
@@ -404,6 +404,11 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
   `fast_decode`: for an augmentation in FAST_AUGMENTATIONS and a source with `undecoded` (image
   folders), JPEGs are decoded at the smallest DCT scale the drawn crop allows; the crops, flips and
   order stay those of the exact path.
+
+  `repeats` > 1 is repeated augmentation, torchvision's RASampler: each epoch is the first
+  1/repeats of its shuffle, each example `repeats` times in a row (with its own augmentation), so
+  with P >= repeats processes the copies land on different processes, as RASampler deals them.
+  RASampler also trims the epoch to a multiple of 256 examples; this does not.
   """
   fn = _lookup(AUGMENTATIONS, augment, "augmentation")
   local = _local_batch_size(global_batch_size, process_count)
@@ -419,8 +424,16 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
     return {"image": image, "label": np.int32(example["label"])}
 
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  if repeats > 1:
+    ds = _repeated(ds, len(source), repeats)
   ds = ds.random_map(transform, seed=seed)
   return ds[process_index::process_count].batch(local, drop_remainder=True)
+
+
+def _repeated(stream: grain.MapDataset, n: int, repeats: int) -> grain.MapDataset:
+  """Position k of epoch e = k // n: element (k % n) // repeats of that epoch's shuffle."""
+  positions = grain.MapDataset.range(n).repeat(None)
+  return positions.map_with_index(lambda k, _: stream[(k // n) * n + (k % n) // repeats])
 
 
 def eval_dataset(source, *, global_batch_size: int, image_size: int, eval_protocol: str,

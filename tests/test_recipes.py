@@ -21,3 +21,21 @@ def test_fixres_sizes_reach_the_batches():
   want = input_pipeline.center_crop(data.eval[0]["image"], 14, fraction)
   np.testing.assert_array_equal(np.asarray(jax.device_get(evaluation["image"]))[0], want)
   assert train_lib.eval_sizes(tiny_config()) == (8, 1.0)  # Unset: image_size, eval_crop_fraction.
+
+
+def test_repeated_augmentation_deals_copies_as_rasampler():
+  source = input_pipeline.InMemorySource(np.arange(32, dtype=np.uint8).reshape(32, 1, 1, 1)
+                                         .repeat(4, 1).repeat(4, 2), np.arange(32), num_classes=32)
+  kw = dict(global_batch_size=8, image_size=4, augment="torchvision", seed=1, repeats=4)
+  whole = input_pipeline.train_dataset(source, **kw)
+  labels = np.concatenate([whole[i]["label"] for i in range(8)])  # Two epochs of 32.
+  # Each epoch: 8 distinct images (the first quarter of its shuffle), 4 copies in a row.
+  for epoch in labels.reshape(2, 32):
+    np.testing.assert_array_equal(epoch, np.repeat(epoch[::4], 4))
+    assert len(set(epoch)) == 8
+  assert set(labels[:32]) != set(labels[32:])  # A new shuffle each epoch.
+  # Four processes: process p gets copy p of each image, as RASampler's rank-strided indices.
+  parts = [input_pipeline.train_dataset(source, process_index=p, process_count=4, **kw)[0]["label"]
+           for p in range(4)]
+  for p in range(4):
+    np.testing.assert_array_equal(parts[p], labels[p:8:4])  # Global batch 0: 2 images x 4.
