@@ -190,6 +190,26 @@ def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterru
   assert _hashes(workdir) == before
 
 
+def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupted):
+  """The issue's inputs through train.py: the newest step's largest array file truncated and a stray
+  empty checkpoints/1000. The run resumes from the step before, sets both aside byte for byte,
+  saves every later step again (the final one included) and ends bit for bit as uninterrupted."""
+  base, env = env
+  workdir = base / "damaged_newest"
+  shutil.copytree(base / "uninterrupted", workdir)
+  newest = max(_complete_steps(workdir))
+  assert newest == STEPS
+  _corrupt(workdir / "checkpoints" / str(newest), "truncate")
+  (workdir / "checkpoints" / "1000").mkdir()
+  before = _hashes(workdir / "checkpoints" / str(newest))
+  proc = _train(base, env, workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same_as_uninterrupted(workdir, uninterrupted)
+  assert _complete_steps(workdir)[-1] == STEPS
+  assert sorted(os.listdir(workdir / "checkpoints" / "damaged")) == ["1000-empty", f"{STEPS}-unreadable"]
+  assert _hashes(workdir / "checkpoints" / "damaged" / f"{STEPS}-unreadable") == before
+
+
 # train.py that, with PAUSE_FILE set, waits after its checkpoint of step 8 until that file exists:
 # a run that certainly holds the workdir while another starts.
 PAUSER = '''
