@@ -222,6 +222,35 @@ def cmd_evaluate(args) -> int:
   return evaluate.main(args.arguments)
 
 
+def cmd_prepare(args) -> int:
+  from resnet_jax import prepare
+  if args.tfds_splits:
+    items = prepare.tfds_items(args.source, args.tfds_splits.split(","), args.data_dir)
+    source = f"tfds:{args.source}:{args.tfds_splits}"
+  else:
+    source = os.path.abspath(os.path.expanduser(args.source))
+    items = prepare.folder_items(source)
+  summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
+                            workers=args.workers, source=source)
+  print(summary.line(args.out, args.max_size, args.quality))
+  return 1 if summary.unreadable else 0  # Every image accounted for: a missing one is a failure.
+
+
+def _prepare_parser(sub) -> None:
+  p = sub.add_parser("prepare", help="copy an image folder or TFDS dataset as JPEGs whose shorter "
+                                     "side is at most --max-size (resumable)")
+  p.add_argument("source", help="image folder (root/[split/]class/*.jpg), or a TFDS name with "
+                                "--tfds-splits")
+  p.add_argument("out", help="output image folder; run the same command again to resume")
+  p.add_argument("--max-size", type=int, default=320, help="largest shorter side, in pixels")
+  p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+  p.add_argument("--tfds-splits", help="comma-separated splits of the TFDS dataset SOURCE "
+                                       "(default: none, SOURCE is an image folder)")
+  p.add_argument("--data-dir", help="TFDS data_dir (default: ~/tensorflow_datasets)")
+  p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
+  p.set_defaults(run=cmd_prepare)
+
+
 def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
   p.add_argument("--arch", help="model name, e.g. resnet50 (default: inferred from the weights file)")
   p.add_argument("--weights", required=True, help=weights_help)
@@ -292,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("workdir", help="training workdir (holds metrics.jsonl)")
   p.add_argument("--out", help="PNG file to write (default: WORKDIR/curves.png)")
   p.set_defaults(run=cmd_plot)
+  _prepare_parser(sub)
   return parser
 
 
