@@ -5,7 +5,6 @@ unknown key is an error. Restarting with the same workdir resumes from its lates
 This file is kept short: the logic is in resnet_jax/train_lib.py, where it can be tested.
 """
 
-import logging
 import os
 import sys
 
@@ -16,7 +15,7 @@ from ml_collections import config_flags
 # The configs import each other as `configs.<name>`, wherever train.py is started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from resnet_jax import train_lib  # noqa: E402
+from resnet_jax import logs, train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
@@ -29,9 +28,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Our own progress messages; Orbax's and JAX's INFO logs would bury the progress bar.
   absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger("resnet_jax").setLevel(logging.INFO)
   try:
-    result = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    with logs.to_stderr():  # the package's one format, as `resnet-jax` prints it
+      result = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except train_lib.USER_ERRORS as e:  # A bad config or workdir: one line, no traceback.
     sys.exit(f"error: {e}")
   print(f"final: eval loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  "

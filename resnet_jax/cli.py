@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from typing import Optional, Sequence
@@ -326,22 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  from resnet_jax import logs
   args = build_parser().parse_args(argv)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(message)s"))
-  package_log = logging.getLogger("resnet_jax")
-  package_log.addHandler(handler)
-  package_log.setLevel(logging.INFO)
-  package_log.propagate = False  # a root handler set up by a dependency would print it twice
   try:
-    return args.run(args)
+    with logs.to_stderr():  # the package's one format, as train.py prints it
+      return args.run(args)
   # convert's ConversionError and CheckpointError are ValueErrors, hub's DownloadError an OSError.
   except (_Error, ImportError, OSError, ValueError) as e:
     print(f"resnet-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
-  finally:
-    package_log.removeHandler(handler)
-    package_log.propagate = True
 
 
 if __name__ == "__main__":

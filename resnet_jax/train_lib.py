@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import Any, Callable, Optional
 
 import chex
@@ -22,6 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
                         optim, workdir_lock)
+from resnet_jax import logs
+from resnet_jax.metrics import MetricWriter, Throughput, interval_means
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -487,45 +488,6 @@ def optimizer_from_config(config, schedule: optax.Schedule) -> optax.GradientTra
 # ----------------------------------------------------------------------------------------------
 # Metrics output.
 
-class MetricWriter:
-  """Appends {'step', 'split', ...} lines to WORKDIR/metrics.jsonl and writes TensorBoard events to
-  WORKDIR/tensorboard; only process 0 writes. After a restart the steps since the last checkpoint
-  are written again; readers keep the last line per (split, step)."""
-
-  def __init__(self, workdir: str):
-    self.enabled = jax.process_index() == 0
-    if self.enabled:
-      from tensorboardX import SummaryWriter
-      _drop_torn_last_line(os.path.join(workdir, "metrics.jsonl"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def write(self, step: int, split: str, scalars: dict) -> None:
-    if not self.enabled:
-      return
-    self._jsonl.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
-    self._jsonl.flush()
-    for key, value in scalars.items():
-      self._tb.add_scalar(f"{split}/{key}", value, step)
-
-  def close(self) -> None:
-    if self.enabled:
-      self._jsonl.close()
-      self._tb.close()
-
-
-def _drop_torn_last_line(path: str) -> None:
-  """Cuts a last line without its newline (a record a killed run was writing), so that the
-  resumed run's first record is not glued onto it; that step is written again anyway."""
-  if not os.path.isfile(path) or not os.path.getsize(path):
-    return
-  with open(path, "rb+") as f:
-    data = f.read()
-    if not data.endswith(b"\n"):
-      f.truncate(data.rfind(b"\n") + 1)
-      log.warning("%s: removed its torn last line %r", path, data[data.rfind(b"\n") + 1:][:80])
-
-
 def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
   """Loss, top-1 and top-5 over the whole split (every example once; padding masked out)."""
   sums = [evaluate_fn(state, batch) for batch in batches]
@@ -535,12 +497,12 @@ def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
           "top5": totals["top5"] / count, "count": int(count)}
 
 
-def log_ema_evaluation(run, state, step: int, bar) -> dict:
+def log_ema_evaluation(run, state, step: int, progress: logs.Progress) -> dict:
   """Evaluates the EMA weights as the model is evaluated, written under 'eval_ema'."""
   result = evaluate(run.eval_fn, ema_view(state), eval_batches(run.config, run.data, run.layout),
                     run.layout)
   run.writer.write(step, "eval_ema", result)
-  bar.write(f"step {step}: EMA eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
+  progress.write(f"step {step}: EMA eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
             f"top-5 {result['top5']:.4f}")
   return result
 
@@ -646,8 +608,48 @@ def save_checkpoint(run: Run, state, step: int) -> None:
   run.last_checkpoint = step
 
 
+def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) -> set[int]:
+  """The steps after which to evaluate: every `eval_every_steps`, or (0) at the end of each epoch,
+  i.e. the first step past k epochs, and the last step. With whole epochs the last epoch's end is
+  the last step, so the end of a run is evaluated once."""
+  if eval_every_steps:
+    steps = set(range(eval_every_steps, total_steps + 1, eval_every_steps))
+  else:
+    steps = {math.ceil(k * steps_per_epoch) for k in range(1, int(total_steps / steps_per_epoch) + 1)}
+  return {s for s in steps if s <= total_steps} | {total_steps}
+
+
+def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pending: list,
+               step: int) -> None:
+  """Checks and writes the means of the steps since the last log, with the throughput."""
+  history = [run.layout.scalars(m) for m in pending]
+  _check_finite(history, step - len(history), run.last_checkpoint)
+  scalars = interval_means([{k: v for k, v in h.items() if k != "finite"} for h in history])
+  rate = throughput.images_per_sec()  # None right after the compiling first step
+  if rate is not None:
+    scalars["images_per_sec"] = rate
+  run.writer.write(step, "train", scalars)
+  shown = {"loss": f"{scalars['loss']:.4f}", "accuracy": f"{scalars['accuracy']:.4f}",
+           "lr": f"{scalars['learning_rate']:.4g}"}
+  if rate is not None:
+    shown["img/s"] = f"{rate:.0f}"
+  progress.show(step, shown)
+
+
+def _evaluate_and_log(run: Run, progress: logs.Progress, state, step: int) -> dict:
+  result = evaluate(run.eval_fn, state, eval_batches(run.config, run.data, run.layout), run.layout)
+  run.writer.write(step, "eval", result)
+  progress.write(f"step {step}: eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
+                 f"top-5 {result['top5']:.4f} ({result['count']} examples)")
+  return result
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates as configured, resuming from the newest intact checkpoint in `workdir`.
+
+  Train metrics are means over each logging interval; images/s leaves out the first step of the
+  run (compilation), evaluations and checkpoints. Each (split, step) is written once, also across
+  a crash and resume; a finished run, resumed, evaluates and writes nothing.
 
   Returns:
     The final evaluation metrics ('loss', 'top1', 'top5', 'count').
@@ -656,46 +658,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     NonFiniteLossError: the loss or the updated state became NaN or infinite; nothing after the
       last good checkpoint is saved (the policy: stop, keep the checkpoints, change the recipe).
   """
-  from tqdm import tqdm
   initialize_distributed(config)
   run, state = setup(config, workdir)
   config = run.config
   start = int(run.last_checkpoint or 0)
-  eval_every = config.eval_every_steps or max(1, int(round(run.steps_per_epoch)))
-  bar = tqdm(total=run.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
-             disable=not config.progress_bar or jax.process_index() != 0)
-  pending, tick, tick_step = [], time.perf_counter(), start
-  result = {}
+  evals = eval_steps(config.eval_every_steps, run.steps_per_epoch, run.total_steps)
+  progress = logs.Progress(run.total_steps, start,
+                           enabled=config.progress_bar and jax.process_index() == 0)
+  throughput = Throughput(config.batch_size)
+  run.writer.start(start, config)
+  pending, result = [], {}
   try:
     for step in range(start + 1, run.total_steps + 1):
       state, metrics = run.train_fn(state, next(run.batches))
       pending.append(metrics)
-      bar.update(1)
+      if step == start + 1:
+        jax.block_until_ready(metrics)  # This step compiled: throughput is timed from its end.
+        throughput.restart()
+      else:
+        throughput.step()
+      progress.update(1)
       due_checkpoint = step % config.checkpoint_every_steps == 0 or step == run.total_steps
-      if step % config.log_every_steps == 0 or due_checkpoint or step % eval_every == 0:
-        history = [run.layout.scalars(m) for m in pending]
-        _check_finite(history, step - len(history), run.last_checkpoint)
-        now = time.perf_counter()
-        scalars = {k: v for k, v in history[-1].items() if k != "finite"}
-        scalars = dict(scalars, images_per_sec=(step - tick_step) * config.batch_size / (now - tick))
-        pending, tick, tick_step = [], now, step
-        run.writer.write(step, "train", scalars)
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.4g}",
-                        img_s=f"{scalars['images_per_sec']:.0f}")
-      if step % eval_every == 0 or step == run.total_steps:
-        result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
-        run.writer.write(step, "eval", result)
-        bar.write(f"step {step}: eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
-                  f"top-5 {result['top5']:.4f} ({result['count']} examples)")
+      due_log = step % config.log_every_steps == 0 or due_checkpoint or step in evals
+      if due_log:
+        _log_train(run, progress, throughput, pending, step)
+        pending = []
+      if step in evals:
+        result = _evaluate_and_log(run, progress, state, step)
         if config.model_ema:
-          log_ema_evaluation(run, state, step, bar)
-        tick = time.perf_counter()  # The evaluation's time is not training throughput.
+          log_ema_evaluation(run, state, step, progress)
       if due_checkpoint:
         save_checkpoint(run, state, step)
-    if not result:  # Resumed at the end: evaluate what was restored.
+      if due_log:
+        throughput.restart()  # Logging, evaluating and checkpointing are not training time.
+    if not result:  # Resumed at the end: evaluate what was restored (already written).
       result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
   finally:
-    bar.close()
+    progress.close()
     run.checkpoints.close()
     run.writer.close()
     if run.lock:
