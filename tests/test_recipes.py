@@ -1,10 +1,19 @@
 """The modern-recipe keys end to end: FixRes sizes, and the recipe configs against their sources."""
 
+import json
+import signal
+
 import jax
 import numpy as np
+import pytest
 
-from resnet_jax import input_pipeline, train_lib
+from resnet_jax import checkpoints, input_pipeline, train_lib
+from test_resume import _complete_steps, _train, env  # noqa: F401 (env is a fixture)
 from test_train_lib import tiny_config
+
+# The issue's digits run: every modern piece at once (on test_resume's tiny 24-step digits config).
+MODERN = ("--config.auto_augment=ta_wide", "--config.mixup_alpha=0.2", "--config.cutmix_alpha=1.0",
+          "--config.random_erase=0.1", "--config.model_ema=True", "--config.eval_every_steps=12")
 
 
 def test_fixres_sizes_reach_the_batches():
@@ -39,3 +48,26 @@ def test_repeated_augmentation_deals_copies_as_rasampler():
            for p in range(4)]
   for p in range(4):
     np.testing.assert_array_equal(parts[p], labels[p:8:4])  # Global batch 0: 2 images x 4.
+
+
+@pytest.mark.slow
+def test_modern_digits_run_logs_ema_and_resumes_exactly_after_a_kill(env):  # noqa: F811
+  base, env = env
+  whole = base / "modern"
+  proc = _train(base, env, whole, extra=MODERN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(whole / "metrics.jsonl") as f:
+    splits = [(r["split"], r["step"]) for r in map(json.loads, f)]
+  assert ("eval_ema", 12) in splits and ("eval_ema", 24) in splits
+
+  killed = base / "modern_killed"  # SIGKILL while committing step 12: resumes from step 8.
+  proc = _train(base, env, killed, extra=MODERN, KILL_STEP="12", KILL_WHERE="commit")
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  assert _complete_steps(killed) == [4, 8]
+  proc = _train(base, env, killed, extra=MODERN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for ema in (False, True):  # Augmentation, MixUp/CutMix draws and the EMA all replayed exactly.
+    got, _ = checkpoints.load_variables(str(killed), ema=ema)
+    want, _ = checkpoints.load_variables(str(whole), ema=ema)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
