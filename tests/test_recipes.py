@@ -71,3 +71,30 @@ def test_modern_digits_run_logs_ema_and_resumes_exactly_after_a_kill(env):  # no
     want, _ = checkpoints.load_variables(str(whole), ema=ema)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(a, b)
+
+
+def test_tv2_recipe_carries_torchvision_s_command():
+  from configs import imagenet_resnet50_tv2 as tv2
+  c = tv2.get_config()
+  want = {"learning_rate": 0.5, "batch_size": 8 * 128, "lr_schedule": "cosine", "warmup": 5,
+          "warmup_type": "linear", "warmup_factor": 0.01, "auto_augment": "ta_wide",
+          "num_epochs": 600, "random_erase": 0.1, "weight_decay": 2e-5, "norm_weight_decay": 0.0,
+          "label_smoothing": 0.1, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "train_crop_size": 176,
+          "model_ema": True, "model_ema_steps": 32, "model_ema_decay": 0.99998,
+          "val_resize_size": 232, "val_crop_size": 224, "ra_sampler": True, "ra_reps": 4,
+          "optimizer": "sgd", "momentum": 0.9, "augment": "torchvision", "schedule_unit": "epochs"}
+  assert {k: c[k] for k in want} == want
+  # Every flag of the quoted command has its line in the docstring's flag-by-flag table.
+  command = tv2.__doc__.split("torchrun")[1].split("Flag by flag")[0]
+  flags = {w for w in command.split() if w.startswith("--") and w != "--nproc_per_node=8"}
+  table = tv2.__doc__.split("Flag by flag")[1]
+  assert all(f"  {flag}" in table or f" {flag} " in table for flag in flags), flags
+
+
+def test_mlperf_recipe_is_its_reference():
+  from configs import imagenet_resnet50_mlperf as mlperf
+  c = mlperf.get_config()
+  want = {"optimizer": "lars", "batch_size": 4096, "learning_rate": 10.0, "lr_schedule": "poly",
+          "lr_power": 2.0, "lr_end": 1e-4, "warmup": 5, "warmup_factor": 0.0, "num_epochs": 42,
+          "weight_decay": 2e-4, "momentum": 0.9, "label_smoothing": 0.1}
+  assert {k: c[k] for k in want} == want
