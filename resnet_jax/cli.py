@@ -210,7 +210,7 @@ def cmd_export(args) -> int:
 
 def cmd_plot(args) -> int:
   from resnet_jax.plot import plot_workdir
-  written = plot_workdir(args.workdir, args.out)
+  written = plot_workdir(args.workdir, args.out, error_scale=args.error_scale)
   if written:
     print(f"wrote {written}")
   return 0
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("plot", help="plot the training curves of a workdir")
   p.add_argument("workdir", help="training workdir (holds metrics.jsonl)")
   p.add_argument("--out", help="PNG file to write (default: WORKDIR/curves.png)")
+  p.add_argument("--error-scale", choices=("log", "linear"), default="log",
+                 help="y axis of the error panel; log as the paper's figures")
   p.set_defaults(run=cmd_plot)
   _prepare_parser(sub)
   return parser

@@ -72,8 +72,9 @@ def _flat_config(config) -> dict:
 
 
 class MetricWriter:
-  """Writes {'step', 'split', ...} lines to WORKDIR/metrics.jsonl and TensorBoard events to
-  WORKDIR/tensorboard/<workdir's name>; only process 0 writes.
+  """Writes {'step', 'split', ...} lines to WORKDIR/metrics.jsonl, TensorBoard events to
+  WORKDIR/tensorboard/<workdir's name> and a fresh run's config to WORKDIR/config.json; only
+  process 0 writes.
 
   Each (split, step) is written once: `start(step, config)` (called by the loop before training,
   with the step it resumes from) drops the records that a crashed run wrote after its last
@@ -129,6 +130,9 @@ class MetricWriter:
 
   def _log_config(self, config) -> None:
     from tensorboardX.summary import hparams
+    with open(os.path.join(self.workdir, "config.json"), "w") as f:  # for plots and scripts
+      json.dump(json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config), f,
+                indent=1, sort_keys=True)
     # Indented four spaces: TensorBoard's text plugin renders markdown, this as a code block.
     self._tb.add_text("config", "\n".join("    " + line for line in str(config).splitlines()), 0)
     flat = _flat_config(config)

@@ -168,10 +168,10 @@ def test_errors_are_one_line_and_exit_2(capsys, resnet18, torch, tmp_path):
 def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
   calls = []
   fake = types.ModuleType("resnet_jax.plot")
-  fake.plot_workdir = lambda workdir, out: calls.append((workdir, out)) or out
+  fake.plot_workdir = lambda workdir, out, error_scale: calls.append((workdir, out, error_scale)) or out
   monkeypatch.setitem(sys.modules, "resnet_jax.plot", fake)
   code, out, _ = _run(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "curves.png"))
-  assert code == 0 and calls == [(str(tmp_path), str(tmp_path / "curves.png"))]
+  assert code == 0 and calls == [(str(tmp_path), str(tmp_path / "curves.png"), "log")]
   assert "curves.png" in out
 
 

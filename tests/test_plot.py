@@ -42,3 +42,16 @@ def test_a_resumed_run_does_not_glue_its_records_onto_a_torn_line(tmp_path):
   writer.write(2, "train", {"loss": 1.5})
   writer.close()
   assert plot.read_metrics(str(tmp_path)) == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
+
+
+def test_plot_draws_error_on_either_scale_and_prints_the_path(tmp_path, capsys):
+  lines = RECORDS + [{"step": 2, "split": "train", "loss": 1.0, "accuracy": 1.0, "learning_rate": 0.1},
+                     {"step": 2, "split": "eval", "loss": 1.2, "top1": 0.9, "top5": 1.0, "count": 8}]
+  _write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines))
+  for scale, name in (("log", "curves.png"), ("linear", "linear.png")):
+    argv = ["plot", str(tmp_path), "--error-scale", scale]
+    if name != "curves.png":
+      argv += ["--out", str(tmp_path / name)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / name}"
+    assert (tmp_path / name).stat().st_size > 10_000
