@@ -267,3 +267,31 @@ def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch)
   ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
   ckpts.close()
   assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 3
+
+
+def test_another_process_count_is_named_not_called_damage(tmp_path):
+  """A checkpoint of a two-process run (each process's position sealed), resumed by one process."""
+  _save_steps(tmp_path, [1])
+  data = tmp_path / "checkpoints" / "1" / "data"
+  sealed = (data / "process_0-of-1.json").read_text()
+  (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
+  (data / "process_1-of-2.json").write_text(sealed)
+  before = _hashes(tmp_path)
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    with pytest.raises(checkpoints.WorkdirMismatchError, match=r"written by 2 process\(es\); this run has 1"):
+      ckpts.restore_latest(_state(0), _iterator())
+  assert _hashes(tmp_path) == before
+
+
+def test_a_checkpoint_from_before_sealed_positions_still_resumes(tmp_path):
+  """Version 1 (no 'checkpoint_version'): the position file holds the bare position, unchecked."""
+  _save_steps(tmp_path, [1])
+  step = tmp_path / "checkpoints" / "1"
+  meta = json.loads((step / "meta" / "metadata").read_text())
+  del meta["checkpoint_version"]
+  (step / "meta" / "metadata").write_text(json.dumps(meta))
+  (step / "data" / "process_0-of-1.json").write_text(_position(1).decode())
+  it = _iterator()
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+    _, restored = ckpts.restore_latest(_state(0), it)
+  assert restored["step"] == 1 and it.get_state() == _position(1)
