@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from resnet_jax import cli, plot, train_lib
+from resnet_jax import cli, metrics, plot
 
 RECORDS = [{"step": 1, "split": "train", "loss": 2.0}, {"step": 2, "split": "train", "loss": 1.5}]
 
@@ -38,7 +38,7 @@ def test_a_bad_line_inside_the_file_names_file_and_line(tmp_path, capsys):
 def test_a_resumed_run_does_not_glue_its_records_onto_a_torn_line(tmp_path):
   lines = [json.dumps(r) for r in RECORDS]
   _write(tmp_path, lines[0] + "\n" + lines[1][:17])
-  writer = train_lib.MetricWriter(str(tmp_path))
+  writer = metrics.MetricWriter(str(tmp_path))
   writer.write(2, "train", {"loss": 1.5})
   writer.close()
   assert plot.read_metrics(str(tmp_path)) == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
