@@ -86,6 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.norm_weight_decay = -1.0
   config.bias_weight_decay = -1.0
   config.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm to this; 0: off.
+  # Micro-batches per step (for batches that do not fit); BatchNorm statistics per micro-batch.
+  config.grad_accum_steps = 1
   config.label_smoothing = 0.0
   # Batch-level MixUp / CutMix (resnet_jax/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
   # the two per batch, as torchvision's reference.

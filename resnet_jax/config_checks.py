@@ -161,6 +161,7 @@ RULES: dict[str, Rule] = {
     "norm_weight_decay": number(),  # < 0: weight_decay. See CROSS_CHECKS.
     "bias_weight_decay": number(),
     "clip_grad_norm": number(0),
+    "grad_accum_steps": integer(1),
     "schedule_unit": one_of(lambda: ("epochs", "steps")),
     "lr_boundaries": sequence_of(number(0), nondecreasing=True),
     "lr_decay_factor": number(0),
@@ -224,6 +225,11 @@ def _fixres(config) -> Optional[tuple[str, str]]:
     return "val_resize_size", f"0 or >= the evaluation crop ({crop})"
 
 
+def _micro_batches(config) -> Optional[tuple[str, str]]:
+  if config.batch_size % config.grad_accum_steps:
+    return "grad_accum_steps", f"a divisor of batch_size ({config.batch_size})"
+
+
 def _decay_groups(config) -> Optional[tuple[str, str]]:
   for key in ("norm_weight_decay", "bias_weight_decay"):
     if config[key] >= 0 and config.optimizer in ("lars", "lamb"):
@@ -235,7 +241,7 @@ def _decay_groups(config) -> Optional[tuple[str, str]]:
 # Each returns (key, expected) for a value that is fine alone but not with the others.
 CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
                                       _uint8_augment, _decay_groups,
-                                      _fixres)
+                                      _fixres, _micro_batches)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

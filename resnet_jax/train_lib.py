@@ -218,7 +218,8 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
                tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
                label_smoothing: float = 0.0, axis_name: Optional[str] = None,
                average_batch_stats: bool = False, mix: Optional[Callable] = None,
-               mix_seed: int = 0, ema_update: Optional[Callable] = None) -> tuple[TrainState, dict]:
+               mix_seed: int = 0, ema_update: Optional[Callable] = None,
+               grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
   """One SGD step on a batch {'image': uint8 NHWC, 'label': int}.
 
   Args:
@@ -229,6 +230,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
       step number, so a resumed run mixes exactly as an uninterrupted one.
     ema_update: `ema.update` with its decay and schedule bound, or None (no EMA in the state).
+    grad_accum_steps: split the batch into this many micro-batches (`accumulate_gradients`).
 
   Returns:
     (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate', and 'finite', 1 when
@@ -243,12 +245,17 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     images, targets = mix(key, images, jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32))
   images = images.astype(model.dtype)
 
-  def loss_fn(params):
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+  def loss_fn(params, batch_stats, images, targets):
+    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                   train=True, mutable=["batch_stats"])
     return cross_entropy(logits, targets, label_smoothing).mean(), (logits, updates["batch_stats"])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, images, targets)
+  else:
+    loss, logits, batch_stats, grads = accumulate_gradients(
+        grad_fn, state.params, state.batch_stats, images, targets, grad_accum_steps)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
   if axis_name is not None:
     # Each device's loss is the mean over its 1/n of the batch, so the mean of the n gradients is
@@ -270,6 +277,29 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, ema=new_ema)
   return new_state, metrics
+
+
+def accumulate_gradients(grad_fn: Callable, params, batch_stats, images, targets, steps: int):
+  """The batch's mean loss and gradient computed over `steps` micro-batches, one after the other.
+
+  Micro-batch j is examples j, j + steps, ... of the batch, so under `jit` each one stays spread
+  over every device (no resharding). BatchNorm normalises each micro-batch with its own statistics
+  and updates its running averages once per micro-batch, as PyTorch does when it accumulates over
+  `steps` backward passes; with GroupNorm the result is the whole batch's.
+
+  Returns:
+    (mean loss, logits in the batch's order, BatchNorm statistics, mean gradient).
+  """
+  split = lambda x: x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1)
+
+  def micro(stats, batch):
+    (loss, (logits, stats)), grads = grad_fn(params, stats, *batch)
+    return stats, (loss, logits, grads)
+
+  batch_stats, (losses, logits, grads) = jax.lax.scan(micro, batch_stats,
+                                                      (split(images), split(targets)))
+  logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])
+  return losses.mean(), logits, batch_stats, jax.tree.map(lambda g: g.mean(0), grads)
 
 
 def eval_step(state: TrainState, batch: dict, *, model: models.ResNet, mean, std,
@@ -560,6 +590,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
 def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   layout = Layout(config.parallelism)
   layout.check_batch_size(config.batch_size)
+  per_device = config.batch_size // (layout.mesh.size * jax.process_count())
+  if config.parallelism == "pmap" and per_device % config.grad_accum_steps:  # Split per device.
+    raise config_checks.ConfigError(f"config.grad_accum_steps={config.grad_accum_steps}: expected a "
+                                    f"divisor of the per-device batch ({per_device}) under pmap")
   data = create_data(config)
   steps_per_epoch = len(data.train) / config.batch_size
   total_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -573,6 +607,7 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple
       functools.partial(train_step, tx=tx, schedule=schedule, label_smoothing=config.label_smoothing,
                         mix=batch_mix(config), mix_seed=config.seed,
                         ema_update=ema_from_config(config, steps_per_epoch, total_steps),
+                        grad_accum_steps=config.grad_accum_steps,
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
       functools.partial(eval_step, **bound))
 

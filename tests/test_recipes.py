@@ -98,3 +98,46 @@ def test_mlperf_recipe_is_its_reference():
           "lr_power": 2.0, "lr_end": 1e-4, "warmup": 5, "warmup_factor": 0.0, "num_epochs": 42,
           "weight_decay": 2e-4, "momentum": 0.9, "label_smoothing": 0.1}
   assert {k: c[k] for k in want} == want
+
+
+def _one_step(norm, accum, mode="jit"):
+  from test_train_lib import TINY
+  import optax
+  from resnet_jax import models
+  extra = {"norm_groups": 4} if norm == "group" else {}  # resnet20 starts with 16 channels.
+  model = models.get_model("resnet20", num_classes=10, norm=norm, **TINY, **extra)
+  tx = train_lib.create_optimizer(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
+                                  weight_decay=1e-4, exclude_bn_and_bias=False)
+  state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
+  source = input_pipeline.digits("train")
+  batch = {"image": np.stack([source[i]["image"] for i in range(16)]),
+           "label": np.asarray([source[i]["label"] for i in range(16)], np.int32)}
+  step = lambda s, b, axis_name=None: train_lib.train_step(
+      s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,), std=(105.0,),
+      axis_name=axis_name, grad_accum_steps=accum)
+  layout = train_lib.Layout(mode)
+  train_fn, _ = layout.compile(step, train_lib.eval_step)
+  new, metrics = train_fn(layout.put_state(state), layout.put_batch(batch))
+  return layout.get_state(new), layout.scalars(metrics), (model, state, batch)
+
+
+def test_gradient_accumulation_with_group_norm_equals_the_big_batch():
+  big, big_metrics, _ = _one_step("group", 1)  # 16 examples over 8 devices, sharded.
+  small, small_metrics, _ = _one_step("group", 4)
+  # float32 sums in another order: a few ulp of the step's 0.1 * gradient.
+  for a, b in zip(jax.tree.leaves(small.params), jax.tree.leaves(big.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert small_metrics["loss"] == pytest.approx(big_metrics["loss"], rel=1e-5)
+  assert small_metrics["accuracy"] == big_metrics["accuracy"]
+
+
+def test_gradient_accumulation_updates_batch_norm_once_per_micro_batch():
+  new, _, (model, state, batch) = _one_step("batch", 2)
+  images = input_pipeline.normalize(batch["image"], (84.0,), (105.0,))
+  stats = state.batch_stats
+  for j in range(2):  # Micro-batch j: examples j, j + 2, ...; applied in turn, as two torch steps.
+    _, updates = model.apply({"params": state.params, "batch_stats": stats}, images[j::2],
+                             train=True, mutable=["batch_stats"])
+    stats = updates["batch_stats"]
+  for a, b in zip(jax.tree.leaves(new.batch_stats), jax.tree.leaves(stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
