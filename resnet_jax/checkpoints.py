@@ -368,27 +368,45 @@ def _first_line(error: Exception, limit: int = 300) -> str:
   return (text[0] if text else "")[:limit]
 
 
-# What makes two runs the same model: the fields training has written since the first version.
-# (A ModelSpec in the metadata, when both sides have one, is compared field by field instead.)
-_MODEL_KEYS = ("arch", "num_classes", "model_overrides", "image_size", "mean", "std")
+# What makes two runs the same model, as training has written it from the first version on: the
+# config's fields at the top level of the metadata (mean/std on the 0-255 scale, in_channels inside
+# model_overrides), or a ModelSpec under 'spec'.
+_RUNTIME_FIELDS = ("in_channels", "num_classes", "dtype", "param_dtype", "axis_name")
+
+
+def _model_fields(meta: dict) -> dict:
+  """The fields that change the variables or their input, in one form for both kinds of metadata."""
+  as_json = lambda x: json.loads(json.dumps(x))  # Tuples and lists compare equal.
+  if isinstance(meta.get("spec"), dict):
+    spec = meta["spec"]
+    overrides, in_channels = spec.get("model_overrides") or {}, spec.get("in_channels", 3)
+    mean, std = spec.get("mean_255"), spec.get("std_255")
+  else:
+    overrides = dict(meta.get("model_overrides") or {})
+    in_channels = overrides.get("in_channels", 3)
+    mean, std = meta.get("mean"), meta.get("std")
+    spec = meta
+  return as_json({"arch": spec.get("arch"), "num_classes": spec.get("num_classes"),
+                  "in_channels": in_channels, "image_size": spec.get("image_size"), "mean": mean,
+                  "std": std, "model_overrides": {k: v for k, v in overrides.items()
+                                                  if k not in _RUNTIME_FIELDS}})
 
 
 def model_differences(saved: dict, expected: dict) -> list[str]:
-  """'key: saved -> expected' for each model field that differs between two checkpoint metadata."""
+  """'field: saved -> expected' for each model field that differs between two checkpoint metadata
+  (`ModelSpec.differences` when both hold a spec)."""
   if isinstance(saved.get("spec"), dict) and isinstance(expected.get("spec"), dict):
     from resnet_jax import spec
     return spec.ModelSpec.from_json(saved["spec"], "the checkpoint's model spec").differences(
         spec.ModelSpec.from_json(expected["spec"], "this run's model spec"))
-  as_json = lambda x: json.loads(json.dumps(x))  # Tuples and lists compare equal.
-  return [f"{key}: {saved.get(key)!r} -> {expected.get(key)!r}" for key in _MODEL_KEYS
-          if (key in saved or key in expected) and as_json(saved.get(key)) != as_json(expected.get(key))]
+  ours, theirs = _model_fields(saved), _model_fields(expected)
+  return [f"{key}: {ours[key]!r} -> {theirs[key]!r}" for key in ours if ours[key] != theirs[key]]
 
 
 def _check_model(found: Step, expected: dict, directory: str) -> None:
   differences = model_differences(found.meta, expected)
   if differences:
-    arch = found.meta.get("arch", found.meta.get("spec", {}).get("arch"))
-    asked = expected.get("arch", expected.get("spec", {}).get("arch"))
+    arch, asked = _model_fields(found.meta)["arch"], _model_fields(expected)["arch"]
     raise WorkdirMismatchError(
         f"{os.path.dirname(directory)} was trained with {arch}; you asked for {asked}, and they "
         f"differ in {'; '.join(differences)} (trained -> asked). Resume with the config it was "

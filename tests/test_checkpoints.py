@@ -295,3 +295,20 @@ def test_a_checkpoint_from_before_sealed_positions_still_resumes(tmp_path):
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     _, restored = ckpts.restore_latest(_state(0), it)
   assert restored["step"] == 1 and it.get_state() == _position(1)
+
+
+def test_a_spec_and_the_first_metadata_compare_field_by_field():
+  """Workdirs written before training recorded a ModelSpec resume under one that does (and the
+  other way round) when they describe the same model; a difference is named."""
+  from resnet_jax import spec
+  legacy = {"arch": "resnet20", "num_classes": 10, "image_size": 16, "mean": [84.0], "std": [105.0],
+            "model_overrides": {"in_channels": 1, "stage_sizes": [1, 1, 1]}}
+  described = {"spec": spec.ModelSpec(
+      "resnet20", 10, in_channels=1, model_overrides={"stage_sizes": (1, 1, 1)}, image_size=16,
+      resize_size=16, mean_255=(84.0,), std_255=(105.0,)).to_json()}
+  assert checkpoints.model_differences(legacy, described) == []
+  assert checkpoints.model_differences(described, legacy) == []
+  assert checkpoints.model_differences(legacy, dict(legacy, std=[100.0])) == [
+      "std: [105.0] -> [100.0]"]
+  assert checkpoints.model_differences(dict(legacy, model_overrides={"in_channels": 3}), described) == [
+      "in_channels: 3 -> 1", "model_overrides: {} -> {'stage_sizes': [1, 1, 1]}"]
