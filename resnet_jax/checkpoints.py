@@ -187,6 +187,10 @@ CHECKPOINT_VERSION = 2  # 2: data positions sealed. Version 1 (no key) positions
 DAMAGED = "damaged"  # CHECKPOINTS/damaged/<step>-<reason>: step directories set aside, never deleted.
 
 
+def _quiet_read_only(record: logging.LogRecord) -> bool:
+  return not record.getMessage().startswith("Given directory is read only")
+
+
 class TrainCheckpoints:
   """The training checkpoints of one workdir: save every so often, keep the last `keep`, restore the
   newest intact one. States are host (numpy) trees of nested dicts.
@@ -204,7 +208,12 @@ class TrainCheckpoints:
         enable_async_checkpointing=async_save, create=not read_only,
         # Every `save` call is meant: one that Orbax would skip is an error below, never silent.
         enable_should_save_is_saving_in_progress_check=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    absl_log = logging.getLogger("absl")
+    absl_log.addFilter(_quiet_read_only)  # Orbax warns that read-only means read-only.
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    finally:
+      absl_log.removeFilter(_quiet_read_only)
 
   def __enter__(self) -> "TrainCheckpoints":
     return self
