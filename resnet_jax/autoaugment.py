@@ -175,7 +175,9 @@ def augmix(image: np.ndarray, rng, severity: int = 3, mixture_width: int = 3, ch
   The mixture is computed as torchvision's, in float32 and truncated to uint8. torchvision runs the
   chains' operations on uint8 tensors (its tensor kernels) where the rest of its PIL pipeline uses PIL;
   here they are the PIL operations, so geometric and colour operations differ from its AugMix by the
-  difference between torchvision's two backends, not by the policy.
+  difference between torchvision's two backends, not by the policy: measured on the test photographs
+  with the same draws, about 1% of pixels differ by more than one level (up to ~30 at the edges of
+  rotated or sheared content, where the two bilinear samplers treat borders differently).
   """
   if not 1 <= severity <= 10:
     raise ValueError(f"AugMix severity must be in [1, 10], got {severity}")
