@@ -248,7 +248,9 @@ def test_a_second_trainer_is_refused_and_the_first_is_unaffected(env, uninterrup
   second = _train(base, env, workdir)
   took = time.time() - start
   pause.touch()
-  assert second.returncode == 1 and took < 30, (took, second.stderr[-3000:])
+  # Refused before any data or compilation: the time is Python and JAX starting (8-10 s measured on
+  # a loaded 2-core machine); the bound leaves room for heavier load.
+  assert second.returncode == 1 and took < 60, (took, second.stderr[-3000:])
   last = second.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and f"in use by another trainer: pid {first.pid} on " in last
   assert "Traceback" not in second.stderr
@@ -286,7 +288,8 @@ def test_chaos_random_kills_and_damaged_checkpoints_then_resume(env, uninterrupt
     # The restarted run rewrites the file (os.replace: a new inode) without the steps after the
     # checkpoint it resumes from, then appends; steps in the old file do not count.
     old_file = log.stat().st_ino if log.exists() else None
-    target = min(resumed + rng.randint(10, 14), STEPS - 5)
+    # At most STEPS - 8: steps of margin for the kill to land before the run ends, under load too.
+    target = min(resumed + rng.randint(10, 14), STEPS - 8)
     proc = subprocess.Popen(_command(base, workdir), env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
