@@ -100,7 +100,7 @@ def test_mlperf_recipe_is_its_reference():
   assert {k: c[k] for k in want} == want
 
 
-def _one_step(norm, accum, mode="jit"):
+def _one_step(norm, accum, devices=None):
   from test_train_lib import TINY
   import optax
   from resnet_jax import models
@@ -115,7 +115,7 @@ def _one_step(norm, accum, mode="jit"):
   step = lambda s, b, axis_name=None: train_lib.train_step(
       s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,), std=(105.0,),
       axis_name=axis_name, grad_accum_steps=accum)
-  layout = train_lib.Layout(mode)
+  layout = train_lib.Layout("jit", devices)
   train_fn, _ = layout.compile(step, train_lib.eval_step)
   new, metrics = train_fn(layout.put_state(state), layout.put_batch(batch))
   return layout.get_state(new), layout.scalars(metrics), (model, state, batch)
@@ -132,7 +132,7 @@ def test_gradient_accumulation_with_group_norm_equals_the_big_batch():
 
 
 def test_gradient_accumulation_updates_batch_norm_once_per_micro_batch():
-  new, _, (model, state, batch) = _one_step("batch", 2)
+  new, _, (model, state, batch) = _one_step("batch", 2, jax.devices()[:1])
   images = input_pipeline.normalize(batch["image"], (84.0,), (105.0,))
   stats = state.batch_stats
   for j in range(2):  # Micro-batch j: examples j, j + 2, ...; applied in turn, as two torch steps.
