@@ -16,14 +16,15 @@ folder, then times, at each worker count N, one after the other:
   decode only  each JPEG decoder on N threads (Pillow, Pillow's draft at 1/2, simplejpeg, OpenCV,
                PyTurboJPEG when its system library is there): the floor under any pipeline.
 
-Then `--prepared S` times resnet_jax on a copy made by `resnet-jax prepare --max-size S`.
+`--prepared S` adds resnet_jax on a copy made by `resnet-jax prepare --max-size S`, and `--sides`
+changes the photos' sizes (e.g. 600,1200 for larger originals, where reduced decoding applies).
 Its last line is `input pipeline: resnet_jax/torchvision = R.RRx at N workers` for the largest N.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import math
 import os
 import statistics
 import sys
@@ -35,22 +36,23 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from resnet_jax import input_pipeline, jpeg
+from resnet_jax import input_pipeline, jpeg, prepare
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina")
 
 
-def write_photo_jpegs(root: str, count: int, classes: int = 10, seed: int = 0) -> list[str]:
+def write_photo_jpegs(root: str, count: int, classes: int = 10, seed: int = 0,
+                      sides: tuple[int, int] = (300, 500)) -> list[str]:
   """`count` JPEGs (quality 90) at root/class_k/, each a random crop of a scikit-image photograph
-  resized to a random 300-500 x 300-500 pixels."""
+  resized to a random height and width in `sides` (both included)."""
   from skimage import data
   photos = [getattr(data, name)() for name in PHOTOS]
   rng = np.random.default_rng(seed)
   paths = []
   for i in range(count):
     photo = photos[i % len(photos)]
-    h, w = (int(v) for v in rng.integers(300, 501, 2))
+    h, w = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
     # The largest crop of the photo's with the output's aspect, shrunk by up to 30%.
     s = min(photo.shape[0] / h, photo.shape[1] / w) * rng.uniform(0.7, 1.0)
     ch, cw = int(h * s), int(w * s)
@@ -135,28 +137,49 @@ def decode_batches(paths: list[str], *, batch: int, workers: int, decode: Callab
 # ----------------------------------------------------------------------------------------------
 # Timing.
 
+def _cpu_seconds() -> float:
+  """CPU time used so far by this process and its children (DataLoader and Grain workers): images
+  per CPU-second is the per-core rate, and stays meaningful on a machine that others share."""
+  try:
+    import psutil
+  except ImportError:
+    return math.nan
+  me = psutil.Process()
+  total = 0.0
+  for p in [me] + me.children(recursive=True):
+    try:
+      t = p.cpu_times()
+      total += t.user + t.system
+    except psutil.NoSuchProcess:
+      pass
+  return total
+
+
 def run(pipelines: dict[str, Callable[[], Iterator[int]]], *, windows: int, batches: int,
-        warmup: int = 2) -> dict[str, float]:
-  """Median images/s of each pipeline over `windows` windows of `batches` batches. One pipeline runs
-  at a time (each has workers prefetching in the background); the first `warmup` batches, worker
-  start-up included, are not timed."""
+        warmup: int = 2) -> dict[str, tuple[float, float]]:
+  """(median images/s, median images per CPU-second) of each pipeline over `windows` windows of
+  `batches` batches. One pipeline runs at a time (each has workers prefetching in the background);
+  the first `warmup` batches, worker start-up included, are not timed."""
   rates = {}
   for name, make in pipelines.items():
     it = make()
     for _ in range(warmup):
       next(it)
-    window_rates = []
+    wall, cpu = [], []
     for _ in range(windows):
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), _cpu_seconds()
       images = sum(next(it) for _ in range(batches))
-      window_rates.append(images / (time.perf_counter() - start))
+      wall.append(images / (time.perf_counter() - start))
+      used = _cpu_seconds() - start_cpu  # Counted in clock ticks: 0 for a very short window.
+      cpu.append(images / used if used > 0 else math.nan)
     it.close()
-    rates[name] = statistics.median(window_rates)
+    rates[name] = (statistics.median(wall), statistics.median(cpu))
   return rates
 
 
 def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: int,
-            batches: int) -> dict[str, float]:
+            batches: int, prepared: dict[int, str]) -> dict[str, float]:
+  """images/s of every pipeline at `workers` workers; `prepared` maps a `--max-size` to its copy."""
   kw = dict(batch=batch, workers=workers)
   pipelines = {
       "resnet_jax torchvision (threads, fast decode)": lambda: resnet_jax_batches(root, **kw),
@@ -169,20 +192,22 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: i
       "torchvision DataLoader, reference recipe (float out)":
           lambda: torchvision_batches(root, normalize=True, **kw),
   }
+  for size, copy in prepared.items():
+    pipelines[f"resnet_jax torchvision (threads, fast decode), `prepare --max-size {size}` copy"] = (
+        lambda copy=copy: resnet_jax_batches(copy, **kw))
   for name, fn in decoders().items():
     pipelines[f"decode only: {name}"] = lambda fn=fn: decode_batches(paths, decode=fn, **kw)
   return run(pipelines, windows=windows, batches=batches)
 
 
-def print_table(results: dict[int, dict[str, float]]) -> None:
+def print_table(results: dict[int, dict[str, tuple[float, float]]]) -> None:
   counts = sorted(results)
-  print("| pipeline | " + " | ".join(f"{n} worker{'s' * (n > 1)} (img/s)" for n in counts)
-        + " | per worker at 1 |")
-  print("|---|" + "---:|" * (len(counts) + 1))
+  print("| pipeline | " + " | ".join(f"{n} worker{'s' * (n > 1)}: img/s | img/CPU-s" for n in counts)
+        + " |")
+  print("|---|" + "---:|---:|" * len(counts))
   for name in results[counts[0]]:
-    cells = " | ".join(f"{results[n][name]:,.0f}" for n in counts)
-    one = results[1][name] if 1 in results else float("nan")
-    print(f"| {name} | {cells} | {one:,.0f} |")
+    cells = " | ".join(f"{results[n][name][0]:,.0f} | {results[n][name][1]:,.0f}" for n in counts)
+    print(f"| {name} | {cells} |")
 
 
 def main(argv=None) -> int:
@@ -192,20 +217,29 @@ def main(argv=None) -> int:
   parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
   parser.add_argument("--batches", type=int, default=3, help="batches per timed window")
   parser.add_argument("--windows", type=int, default=5)
+  parser.add_argument("--sides", default="300,500", help="smallest,largest side of the photos")
+  parser.add_argument("--prepared", default="", help="comma-separated --max-size values: also time "
+                                                      "a `resnet-jax prepare` copy of the photos")
   args = parser.parse_args(argv)
   counts = [int(n) for n in args.workers.split(",")]
-  with tempfile.TemporaryDirectory() as root:
-    paths = write_photo_jpegs(root, args.images)
+  with tempfile.TemporaryDirectory() as tmp:
+    root = os.path.join(tmp, "photos")
+    paths = write_photo_jpegs(root, args.images, sides=tuple(int(s) for s in args.sides.split(",")))
+    prepared = {}
+    for size in (int(s) for s in args.prepared.split(",") if s):
+      prepared[size] = os.path.join(tmp, f"prepared_{size}")
+      prepare.prepare(prepare.folder_items(root), prepared[size], max_size=size, progress=False)
     results = {n: measure(root, paths, workers=n, batch=args.batch, windows=args.windows,
-                          batches=args.batches) for n in counts}
+                          batches=args.batches, prepared=prepared) for n in counts}
   print_table(results)
   ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
-  if 1 in results:
-    per_core = results[1][ours]
-    print(f"per core: resnet_jax {per_core:,.0f} img/s, torchvision {results[1][theirs]:,.0f}; "
-          f"x16 cores: {16 * per_core:,.0f} vs ResNet-50 training's ~5,000-7,000 img/s (H100, bf16)")
   n = max(counts)
-  print(f"input pipeline: resnet_jax/torchvision = {results[n][ours] / results[n][theirs]:.2f}x "
+  per_core = results[n][ours][1]
+  print(f"per core (images per CPU-second at {n} workers): resnet_jax {per_core:,.0f}, torchvision "
+        f"{results[n][theirs][1]:,.0f} ({per_core / results[n][theirs][1]:.2f}x); 16 cores x "
+        f"{per_core:,.0f} = {16 * per_core:,.0f} img/s against ResNet-50 training's ~5,000-7,000 "
+        f"(H100, bf16)")
+  print(f"input pipeline: resnet_jax/torchvision = {results[n][ours][0] / results[n][theirs][0]:.2f}x "
         f"at {n} workers")
   return 0
 

@@ -30,6 +30,9 @@ def is_jpeg(data: bytes) -> bool:
 
 def header_size(data: bytes) -> tuple[int, int]:
   """(height, width) from the JPEG's header, without decoding it."""
+  if "simplejpeg" in _DEFAULT:  # A few microseconds, against tens for Pillow's parser.
+    import simplejpeg
+    return tuple(simplejpeg.decode_jpeg_header(data)[:2])
   with Image.open(io.BytesIO(data)) as image:
     return image.height, image.width
 
