@@ -377,7 +377,8 @@ def _fast_augment(source, augment: str, image_size: int) -> Callable:
     state = rng.bit_generator.state
     try:
       image = fast(example["data"], rng, image_size) if jpeg.is_jpeg(example["data"]) else None
-    except (OSError, ValueError):  # Not a JPEG the fast path reads (e.g. CMYK): the source decides.
+    except (OSError, ValueError, Image.DecompressionBombError):
+      # Not a JPEG the fast path reads (CMYK, damaged, too large): the source's decoding decides.
       image = None
     if image is None:  # PNG and the rest go the exact way, with the same random draws.
       rng.bit_generator.state = state

@@ -29,12 +29,21 @@ def is_jpeg(data: bytes) -> bool:
 
 
 def header_size(data: bytes) -> tuple[int, int]:
-  """(height, width) from the JPEG's header, without decoding it."""
+  """(height, width) from the JPEG's header, without decoding it.
+
+  Raises:
+    ValueError: not a JPEG, or more pixels than Pillow would decode (its decompression-bomb limit,
+      `Image.MAX_IMAGE_PIXELS`): the caller then leaves the file to the source's own decoding.
+  """
   if "simplejpeg" in _DEFAULT:  # A few microseconds, against tens for Pillow's parser.
     import simplejpeg
-    return tuple(simplejpeg.decode_jpeg_header(data)[:2])
-  with Image.open(io.BytesIO(data)) as image:
-    return image.height, image.width
+    h, w = simplejpeg.decode_jpeg_header(data)[:2]
+  else:
+    with Image.open(io.BytesIO(data)) as image:
+      h, w = image.height, image.width
+  if Image.MAX_IMAGE_PIXELS and h * w > 2 * Image.MAX_IMAGE_PIXELS:  # Pillow's own threshold.
+    raise ValueError(f"{w}x{h} pixels is over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS}")
+  return h, w
 
 
 def dct_scale(box_height: float, box_width: float, out_height: int, out_width: int) -> int:

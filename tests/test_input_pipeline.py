@@ -319,3 +319,25 @@ def test_worker_processes_resume_exactly():
       np.testing.assert_array_equal(got["label"], batch["label"])
   finally:
     resumed.close()
+
+
+def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, monkeypatch):
+  """A JPEG over Pillow's pixel limit, or one whose data is damaged, goes to the source's decoding
+  (and its error), never through the fast path's decoder."""
+  from resnet_jax import jpeg
+  (tmp_path / "c").mkdir()
+  Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "c" / "big.jpg")
+  Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(tmp_path / "c" / "cut.jpg")
+  cut = (tmp_path / "c" / "cut.jpg").read_bytes()
+  (tmp_path / "c" / "cut.jpg").write_bytes(cut[:len(cut) // 2])  # The header, half the data.
+  source = ip.ImageFolderSource(str(tmp_path))
+  calls = []
+  monkeypatch.setattr(ip.ImageFolderSource, "__getitem__",
+                      lambda self, i: calls.append(i) or {"image": np.zeros((40, 50, 3), np.uint8),
+                                                          "label": 0})
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 50 = 2000 > 2 x 500
+  with pytest.raises(ValueError, match="over Pillow's limit"):
+    jpeg.header_size((tmp_path / "c" / "big.jpg").read_bytes())
+  ds = ip.train_dataset(source, global_batch_size=2, image_size=8, augment="torchvision", seed=0,
+                        fast_decode=True)
+  assert ds[0]["image"].shape == (2, 8, 8, 3) and sorted(calls) == [0, 1]
