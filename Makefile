@@ -15,11 +15,16 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# Where torch comes from: the default index gives Linux torch's CUDA build (several GB with its nvidia-*
+# wheels); `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the 192 MB CPU build.
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+
 # Tests compare against torchvision on CPU. torchvision is installed without its dependencies so that
 # pip cannot swap the CPU build of torch for a multi-GB CUDA one (see resnet_jax/_torchvision.py).
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q --no-deps "torchvision==0.28.0"
+	$(BIN)/pip install -q $(TORCH_FROM) "torch==2.13.0"
+	$(BIN)/pip install -q --no-deps $(TORCH_FROM) "torchvision==0.28.0"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
