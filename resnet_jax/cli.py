@@ -1,4 +1,4 @@
-"""`resnet-jax convert|verify|predict|export|evaluate|plot`: thin commands over the library modules.
+"""`resnet-jax convert|verify|predict|export|train|evaluate|plot`: thin commands over the library modules.
 
 Heavy imports (torch, torchvision, Orbax, the converters) happen inside the commands, so that
 `resnet-jax --help` costs no more than importing the package.
@@ -216,6 +216,11 @@ def cmd_plot(args) -> int:
   return 0
 
 
+def cmd_train(args) -> int:
+  from resnet_jax import train
+  return train.main(args.arguments)
+
+
 def cmd_evaluate(args) -> int:
   from resnet_jax import evaluate
   return evaluate.main(args.arguments)
@@ -309,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--ema", action="store_true",
                  help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_export)
+
+  # resnet_jax/train.py parses its own options, --config.KEY=VALUE overrides included.
+  p = sub.add_parser("train", add_help=False, prefix_chars="\0",
+                     help="train a recipe (e.g. digits) or a config file into a workdir")
+  p.add_argument("arguments", nargs=argparse.REMAINDER,
+                 help="--config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...]")
+  p.set_defaults(run=cmd_train)
 
   # evaluate.py parses its own options (`resnet-jax evaluate --help` reaches them).
   p = sub.add_parser("evaluate", add_help=False, prefix_chars="\0",

@@ -20,8 +20,12 @@ def to_stderr(level: int = logging.INFO) -> Iterator[None]:
   train.py runs under) and other libraries put their own handler on the root logger, and a record
   would otherwise be printed twice in two formats.
   """
+  if any(getattr(h, "resnet_jax", False) for h in log.handlers):  # nested: `resnet-jax train`
+    yield
+    return
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+  handler.resnet_jax = True
   previous = log.level, log.propagate
   log.addHandler(handler)
   log.setLevel(level)

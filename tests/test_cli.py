@@ -195,11 +195,13 @@ def _subcommands() -> dict:
 
 def _option_parsers():
   """(name, parser) of each subcommand; evaluate's options live in its own parser."""
-  from resnet_jax import evaluate
+  from resnet_jax import evaluate, train
   for name, parser in _subcommands().items():
     if name == "evaluate":
       parser = cli.Parser(prog="resnet-jax evaluate")
       evaluate.add_arguments(parser)
+    elif name == "train":
+      parser = train.build_parser("resnet-jax train")
     yield name, parser
 
 
@@ -247,6 +249,9 @@ def test_user_errors_are_one_line_on_stderr(capsys, tmp_path):
                ["predict", "--weights", missing, str(tmp_path / "x.png")],
                ["export", "--checkpoint", missing, "--out", str(tmp_path / "m.safetensors")],
                ["evaluate", "--checkpoint", missing, "--dataset", "digits"],
-               ["plot", str(tmp_path)]):
+               ["plot", str(tmp_path)],
+               ["train", "--config", "digts", "--workdir", str(tmp_path / "run")],
+               ["train", "--config", "digits", "--workdir", str(tmp_path / "run"), "--config.lerning_rate=1"],
+               ["train", "--config", missing + ".py", "--workdir", str(tmp_path / "run")]):
     _assert_one_line_error(capsys, argv[0], argv)
   assert sorted(os.listdir(tmp_path)) == ["x.png"]  # nothing written on the way out

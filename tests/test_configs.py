@@ -78,8 +78,19 @@ def test_unknown_key_on_the_command_line_is_an_error(tmp_path):
                          f"--workdir={tmp_path}", "--config.lerning_rate=0.1"],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
-  assert "lerning_rate" in proc.stderr
+  assert proc.stderr.strip() == ("train.py: error: --config.lerning_rate: no such config key; did you "
+                                 "mean config.learning_rate?"), proc.stderr  # one line, no traceback
   assert not os.listdir(tmp_path)  # Nothing started, nothing written.
+
+
+def test_a_missing_config_file_or_recipe_is_one_line(tmp_path, capsys):
+  from resnet_jax import train
+  for spec, message in ((str(tmp_path / "nope.py"), f"no config file at {tmp_path / 'nope.py'}"),
+                        ("digts", "no such recipe (did you mean digits?")):
+    assert train.main(["--config", spec, "--workdir", str(tmp_path / "run")], prog="train.py") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"train.py: error: --config {spec}: {message}") and err.count("\n") == 1, err
+  assert not os.listdir(tmp_path)
 
 
 # One value each rule must refuse; the cases first (each once crashed deep inside training
@@ -137,7 +148,7 @@ def test_a_bad_value_stops_train_py_with_one_line_and_writes_nothing(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: config.checkpoint_every_steps=0: expected an integer >= 1"), proc.stderr
+      "train.py: error: config.checkpoint_every_steps=0: expected an integer >= 1"), proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.listdir(tmp_path)
 

@@ -186,9 +186,9 @@ def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterru
   shutil.copytree(base / "uninterrupted", workdir)
   before = _hashes(workdir)
   proc = _train(base, env, workdir, extra=["--config.model=resnet32"])
-  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.returncode == 2, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and "trained with resnet20; you asked for resnet32" in last
+  assert last.startswith("train.py: error: ") and "trained with resnet20; you asked for resnet32" in last
   assert "Traceback" not in proc.stderr and len(proc.stderr) < 5000  # No array dumps.
   assert _hashes(workdir) == before
 
@@ -250,9 +250,9 @@ def test_a_second_trainer_is_refused_and_the_first_is_unaffected(env, uninterrup
   pause.touch()
   # Refused before any data or compilation: the time is Python and JAX starting (8-10 s measured on
   # a loaded 2-core machine); the bound leaves room for heavier load.
-  assert second.returncode == 1 and took < 60, (took, second.stderr[-3000:])
+  assert second.returncode == 2 and took < 60, (took, second.stderr[-3000:])
   last = second.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and f"in use by another trainer: pid {first.pid} on " in last
+  assert last.startswith("train.py: error: ") and f"in use by another trainer: pid {first.pid} on " in last
   assert "Traceback" not in second.stderr
   assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
   _assert_same_as_uninterrupted(workdir, uninterrupted)
