@@ -132,36 +132,47 @@ def run_all(dataset: str, models: Sequence[str], workdir: str, **recipe_kw) -> d
   return results
 
 
-def _y_limit(results: dict) -> float:
-  """A top for the error axis that shows the end of training, not the first epochs' ~90%."""
-  tail = [e for r in results.values() for key in ("train_error", "test_error")
-          for e in r[key][len(r[key]) // 5:]]
-  return min(100.0, 5.0 * math.ceil(1.5 * max(tail, default=20.0) / 5.0 + 1e-9))
+# Okabe-Ito colours, distinct also for colour-blind readers: one per depth (shallow blue, deep vermilion).
+DEPTH_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
+# Error below this (in %) is drawn at it: a log axis has no 0, and the residual nets reach 0% training
+# error on digits.
+ERROR_FLOOR = 0.1
 
 
 def plot(results: dict, out: str, title: str) -> str:
-  """Plain nets left, ResNets right; training error dashed, test error solid (the paper's fig. 6)."""
+  """Plain nets left, ResNets right; training error dashed, test error solid (the paper's fig. 6),
+  on a log error axis so the residual nets' last percent stays readable."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.lines import Line2D
   families = [f for f in ("plain", "resnet") if any(m.startswith(f) for m in results)]
-  fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4), sharey=True,
+  fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.6), sharey=True,
                            squeeze=False)
   depths = sorted({int(re.sub(r"\D", "", m)) for m in results})
-  colors = dict(zip(depths, ("tab:orange", "tab:red", "tab:blue", "tab:green")))
+  colors = dict(zip(depths, DEPTH_COLORS))
+  floor = lambda errors: [max(e, ERROR_FLOOR) for e in errors]
   for ax, family in zip(axes[0], families):
+    name = "plain" if family == "plain" else "ResNet"
+    handles = []
     for model, r in sorted(results.items()):
       if not model.startswith(family):
         continue
       depth = int(model[len(family):])
-      ax.plot(r["epoch"], r["train_error"], "--", color=colors[depth], lw=1)
-      ax.plot(r["epoch"], r["test_error"], "-", color=colors[depth], lw=1.8,
-              label=f"{'plain' if family == 'plain' else 'ResNet'}-{depth}: train "
-                    f"{r['train_error'][-1]:.1f}%, test {r['test_error'][-1]:.1f}%")
-    ax.set(xlabel="epoch", title=f"{'plain' if family == 'plain' else 'residual'} networks")
-    ax.grid(alpha=0.3)
-    ax.legend(title="dashed: training, solid: test", fontsize=8, title_fontsize=8)
-  axes[0][0].set(ylabel="error (%)", ylim=(0, _y_limit(results)))
+      ax.plot(r["epoch"], floor(r["train_error"]), "--", color=colors[depth], lw=1)
+      ax.plot(r["epoch"], floor(r["test_error"]), "-", color=colors[depth], lw=1.8)
+      handles.append(Line2D([], [], color=colors[depth], lw=1.8,
+                            label=f"{name}-{depth}: train {r['train_error'][-1]:.1f}%, "
+                                  f"test {r['test_error'][-1]:.1f}%"))
+    handles += [Line2D([], [], color="0.4", ls="--", lw=1, label="dashed: training error"),
+                Line2D([], [], color="0.4", ls="-", lw=1.8, label="solid: test error")]
+    ax.set(xlabel="epoch", title=f"{'plain' if family == 'plain' else 'residual'} networks",
+           yscale="log")
+    ax.grid(alpha=0.3, which="both")
+    # Below the axes: inside, the legend would cover the curves.
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8,
+              frameon=False)
+  axes[0][0].set(ylabel=f"top-1 error (%, log; 0 drawn at {ERROR_FLOOR})", ylim=(ERROR_FLOOR * 0.8, 100))
   fig.suptitle(title)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -208,7 +219,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     evals_per_epoch=args.evals_per_epoch)
   with open(os.path.join(args.workdir, f"{args.dataset}_curves.json"), "w") as f:
     json.dump(results, f, indent=1)
-  plot(results, args.out, f"{args.dataset}: plain vs residual networks, same recipe")
+  length = (f"{args.train_steps} steps" if args.train_steps else
+            f"{args.epochs:g} epochs" if args.epochs else "the recipe's length")
+  plot(results, args.out, f"{args.dataset}: plain vs residual networks, one recipe ({length}), "
+                          "one seed (0)")
   print("\n".join(summary(results)))
   print(f"wrote {args.out}")
   return 0

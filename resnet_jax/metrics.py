@@ -54,6 +54,15 @@ class Throughput:
     return self._steps * self.batch_size / (time.perf_counter() - self._since)
 
 
+def describe_evaluation(result: dict) -> str:
+  """'loss 0.0223, top-1 error 0.83%, top-5 error 0.00% (360 examples)': errors in %, as the paper and
+  `resnet-jax evaluate` report them (metrics.jsonl and TensorBoard keep top1/top5 as accuracy
+  fractions)."""
+  from resnet_jax.protocols import format_errors
+  errors = {1: 100.0 * (1.0 - result["top1"]), 5: 100.0 * (1.0 - result["top5"])}
+  return f"loss {result['loss']:.4f}, {format_errors(errors)} ({result['count']} examples)"
+
+
 def _flat_config(config) -> dict:
   """{'dotted.key': value} with values TensorBoard's hparams accept (numbers, strings, bools)."""
   flat = {}

@@ -145,6 +145,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -
   Returns the exit status: user errors are one line on stderr and status 2."""
   from absl import logging as absl_logging
   from resnet_jax import logs, train_lib
+  from resnet_jax.metrics import describe_evaluation
   argv = sys.argv[1:] if argv is None else argv
   # Our own progress messages; Orbax's and JAX's INFO logs would bury them.
   absl_logging.set_verbosity(absl_logging.WARNING)
@@ -155,8 +156,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -
   except (UsageError, *train_lib.USER_ERRORS) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
-  print(f"final: eval loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  "
-        f"top-5 {result['top5']:.4f}  over {result['count']} examples")
+  print(f"final: eval {describe_evaluation(result)}")
   return 0
 
 

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
                         optim, workdir_lock)
 from resnet_jax import logs
-from resnet_jax.metrics import MetricWriter, Throughput, interval_means
+from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -532,8 +532,7 @@ def log_ema_evaluation(run, state, step: int, progress: logs.Progress) -> dict:
   result = evaluate(run.eval_fn, ema_view(state), eval_batches(run.config, run.data, run.layout),
                     run.layout)
   run.writer.write(step, "eval_ema", result)
-  progress.write(f"step {step}: EMA eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
-            f"top-5 {result['top5']:.4f}")
+  progress.write(f"step {step}: EMA eval {describe_evaluation(result)}")
   return result
 
 
@@ -664,7 +663,8 @@ def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pendin
   if rate is not None:
     scalars["images_per_sec"] = rate
   run.writer.write(step, "train", scalars)
-  shown = {"loss": f"{scalars['loss']:.4f}", "accuracy": f"{scalars['accuracy']:.4f}",
+  shown = {"loss": f"{scalars['loss']:.4f}",
+           "top-1 error": f"{100.0 * (1.0 - scalars['accuracy']):.2f}%",
            "lr": f"{scalars['learning_rate']:.4g}"}
   if rate is not None:
     shown["img/s"] = f"{rate:.0f}"
@@ -674,8 +674,7 @@ def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pendin
 def _evaluate_and_log(run: Run, progress: logs.Progress, state, step: int) -> dict:
   result = evaluate(run.eval_fn, state, eval_batches(run.config, run.data, run.layout), run.layout)
   run.writer.write(step, "eval", result)
-  progress.write(f"step {step}: eval loss {result['loss']:.4f} top-1 {result['top1']:.4f} "
-                 f"top-5 {result['top5']:.4f} ({result['count']} examples)")
+  progress.write(f"step {step}: eval {describe_evaluation(result)}")
   return result
 
 

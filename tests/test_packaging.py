@@ -42,6 +42,7 @@ def test_the_installed_wheel_trains_a_recipe(tmp_path):
        "--config.log_every_steps=1", "--config.progress_bar=false"],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.startswith("final: eval loss") and "over 360 examples" in proc.stdout
+  assert proc.stdout.startswith("final: eval loss") and "top-1 error" in proc.stdout
+  assert "(360 examples)" in proc.stdout
   assert "INFO step 3: eval" in proc.stderr  # progress and evaluations go to stderr
   assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"split": "train"') == 3
