@@ -729,6 +729,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
   finally:
     progress.close()
+    run.batches.close()  # Stops config.data_processes' workers now rather than at exit.
     run.checkpoints.close()
     run.writer.close()
     if run.lock:
