@@ -30,8 +30,10 @@ def test_the_installed_wheel_trains_a_recipe(tmp_path):
   (site_packages / "_reuse_parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # one CPU device; compiles faster
+  # --ignore-installed: the reused environment may hold this distribution already, editable (make's .venv).
   subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                  str(wheel)], check=True, timeout=300, capture_output=True, env=env, cwd=tmp_path)
+                  "--ignore-installed", str(wheel)],
+                 check=True, timeout=300, capture_output=True, env=env, cwd=tmp_path)
   where = subprocess.run([str(venv / "bin" / "python"), "-c", "import resnet_jax; print(resnet_jax.__file__)"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
   assert where.stdout.startswith(str(venv)), where.stdout
