@@ -282,16 +282,17 @@ def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -
   top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
   k = jpeg.dct_scale(ch, cw, size, size)
   image = jpeg.decode(data, k)
-  if k == 1:
-    out = resize(image[top:top + ch, left:left + cw], size, size)
-  else:
-    # The crop's edges fall inside decoded pixels: keep the decoded pixels that cover the crop, then
-    # resize the fractional box within them, so that (as torchvision's crop) nothing outside is read.
-    y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
-    iy0, ix0 = int(y0), int(x0)
-    covering = image[iy0:math.ceil(y1), ix0:math.ceil(x1)]
-    out = _resize_box(covering, (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), size)
-  return random_flip(out, rng)
+  # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
+  # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
+  # is read. At k = 1 that is the crop itself, resized as `resize` does.
+  y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
+  iy0, ix0 = int(y0), int(x0)
+  covering = Image.fromarray(image[iy0:math.ceil(y1), ix0:math.ceil(x1)])
+  box = None if k == 1 else (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)
+  out = covering.resize((size, size), Image.BILINEAR, box=box)
+  if rng.random() < 0.5:  # random_flip's draw; flipped here so the batch is stacked from contiguous arrays
+    out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  return np.asarray(out)
 
 
 def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
