@@ -79,24 +79,39 @@ def _check_train_mode(torch_model, truth_model, x, logits, updated):
   """Train mode (batch statistics, running statistics updated) is as exact as torch's float32.
 
   Train mode normalises each channel of layer4 over only 2 x 2 x 2 = 8 values, which amplifies
-  float32 rounding with depth: torch float32 itself is ~3e-4 away from torch float64 on resnet101.
-  So both are measured against float64 torch, and Flax must be no further than twice torch float32.
+  float32 rounding with depth: torch float32 itself is ~1e-3 away from torch float64 on resnet152,
+  and that distance moves by +-20% when the input moves by one float32 ulp. So the noise floor is
+  torch float32's largest error (vs float64 torch) over the input and 3 copies of it moved by ~1 ulp,
+  and Flax must be within 3 times that floor. Measured (2-core CPU, 2026-11-23), Flax's error over the
+  floor: logits 0.94-1.68, running statistics 0.96-1.38, resnet152 the highest; a real error (a
+  biased variance in the running statistics, a dropped BatchNorm) is orders of magnitude above it.
   """
   truth = convert.run_torchvision(truth_model, x, train=True)
-  expected = convert.run_torchvision(torch_model, x, train=True)
-  torch_error = convert.compare_logits(expected, truth).rel
+  before = {k: v.clone() for k, v in torch_model.state_dict().items()}  # train mode updates in place
+  floor_logits, floor_stats, expected = 0.0, 0.0, None
+  for k in range(4):
+    moved = x if k == 0 else (x * (1 + 2.0**-24 * np.random.default_rng(k).standard_normal(
+        x.shape))).astype(np.float32)
+    torch_model.load_state_dict(before)
+    out = convert.run_torchvision(torch_model, moved, train=True)
+    expected = out if k == 0 else expected
+    floor_logits = max(floor_logits, convert.compare_logits(out, truth).rel)
+    floor_stats = max(floor_stats, _stats_error(
+        {name: v.numpy() for name, v in torch_model.state_dict().items()}, truth_model))
   flax_error = convert.compare_logits(logits, truth).rel
+  flax_stats = _stats_error(convert.to_torchvision(updated, as_numpy=True), truth_model)
   print(f"train: vs torch float32 {convert.compare_logits(logits, expected)}; rel error vs float64: "
-        f"flax {flax_error:.3g}, torch float32 {torch_error:.3g}")
-  assert flax_error <= 2 * torch_error + 1e-6
+        f"logits flax {flax_error:.3g}, floor {floor_logits:.3g}; running statistics flax "
+        f"{flax_stats:.3g}, floor {floor_stats:.3g}")
+  assert flax_error <= 3 * floor_logits + 1e-6
   assert convert.compare_logits(logits, expected).top1 == 1.0
+  assert flax_stats <= 3 * floor_stats + 1e-6
 
-  def stats_error(state):
-    return max(np.max(np.abs(np.asarray(state[k], np.float64) - v.numpy())) / np.max(np.abs(v.numpy()))
-               for k, v in truth_model.state_dict().items() if k.endswith(("mean", "var")))
-  flax_stats = convert.to_torchvision(updated, as_numpy=True)
-  torch_stats = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-  assert stats_error(flax_stats) <= 2 * stats_error(torch_stats) + 1e-6
+
+def _stats_error(state, truth_model):
+  """Largest error of the running means and variances in `state` relative to float64 torch's."""
+  return max(np.max(np.abs(np.asarray(state[k], np.float64) - v.numpy())) / np.max(np.abs(v.numpy()))
+             for k, v in truth_model.state_dict().items() if k.endswith(("mean", "var")))
 
 
 BIG = ("resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2")
@@ -306,3 +321,4 @@ def test_bfloat16_variables_export_as_float32(torch):
   assert state["conv1.weight"].dtype == torch.float32
   np.testing.assert_array_equal(state["fc.bias"].numpy(),
                                 np.asarray(half["params"]["fc"]["bias"], np.float32))
+

@@ -406,3 +406,23 @@ def test_stem_matches_torch(size, torch, torchvision):
   got = model.apply(variables, x, return_features=True)["stem"]
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_variance_is_exact_when_the_mean_dominates():
+  """Activations 1000 standard deviations from zero, as deep after a ReLU: E[x^2] - E[x]^2 in float32
+  keeps ~log2(1e6) fewer bits of the variance (~1e-2 relative error), while moments about the
+  running mean (here 0.5 std from the batch mean, as after a few steps) lose almost none. The float64
+  reference is numpy's two-pass variance of the same float32 inputs; 1e-4 leaves 100x over the
+  ~1e-6 float32 rounding of the shifted moments and of the momentum update."""
+  rng = np.random.default_rng(0)
+  x = (1000.0 + rng.standard_normal((4, 4, 4, 8))).astype(np.float32)
+  variables = {"params": {"scale": np.ones(8, np.float32), "bias": np.zeros(8, np.float32)},
+               "batch_stats": {"mean": np.full(8, 1000.5, np.float32), "var": np.ones(8, np.float32)}}
+  y, updates = models.BatchNorm().apply(variables, x, mutable=["batch_stats"])
+  unbiased = (np.asarray(updates["batch_stats"]["var"], np.float64) - 0.9) / 0.1
+  want = np.var(x.astype(np.float64), axis=(0, 1, 2), ddof=1)
+  np.testing.assert_allclose(unbiased, want, rtol=1e-4)
+  want_mean = np.mean(x.astype(np.float64), axis=(0, 1, 2))
+  # The updated running mean is float32 near 1000 (ulp 6e-5), so it recovers the batch mean to ~1e-6.
+  np.testing.assert_allclose((np.asarray(updates["batch_stats"]["mean"], np.float64) - 900.45) / 0.1,
+                             want_mean, rtol=1e-5)
