@@ -119,7 +119,11 @@ def torchvision_layout(arch: str, num_classes: Optional[int]) -> dict[str, tuple
   Traced from the Flax model itself (`jax.eval_shape`, no computation), so the expected layout can
   never drift from `models.py`. `num_batches_tracked` buffers are not listed: they hold no weights.
   """
-  model = get_model(arch, num_classes=num_classes)
+  return layout_of(get_model(arch, num_classes=num_classes))
+
+
+def layout_of(model) -> dict[str, tuple[tuple, tuple]]:
+  """`torchvision_layout` of a built model (any overrides, e.g. 1 input channel)."""
   x = jnp.zeros((1, 64, 64, model.in_channels), jnp.float32)
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
   flat = traverse_util.flatten_dict(shapes)
@@ -245,9 +249,11 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
       f"width_per_group={width_per_group}; pass arch= one of {', '.join(TORCHVISION_ARCHS)}")
 
 
-def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Optional[int]) -> None:
-  """Raises `ConversionError` listing every missing, unexpected and mis-shaped key, if any."""
-  expected = torchvision_layout(arch, num_classes)
+def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Optional[int],
+                     model=None) -> None:
+  """Raises `ConversionError` listing every missing, unexpected and mis-shaped key, if any; against
+  `model` (a built `ResNet` with its overrides) when given, else `arch`'s defaults."""
+  expected = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
   found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   missing = [k for k in expected if k not in found]
   unexpected = [k for k in found if k not in expected]
@@ -275,7 +281,31 @@ def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Opti
   raise ConversionError("\n".join(lines), missing, unexpected, misshaped)
 
 
-def from_torchvision(source: Any, arch: Optional[str] = None) -> dict[str, dict]:
+def _is_float(dtype: np.dtype) -> bool:
+  # ml_dtypes' bfloat16 (what safetensors gives for BF16) is not a numpy floating subtype.
+  return np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16"
+
+
+def check_values(state_dict: Mapping[str, np.ndarray], keys, allow_nonfinite: bool = False) -> None:
+  """Raises `ConversionError` naming the `keys` whose values are not floating point (an int64
+  tensor would silently become a zero or garbage weight) or, unless `allow_nonfinite`, hold NaN or
+  infinity (a model that outputs NaN)."""
+  not_float = [f"{k} ({state_dict[k].dtype})" for k in keys if not _is_float(state_dict[k].dtype)]
+  if not_float:
+    raise ConversionError(f"weights must be floating point; {len(not_float)} tensor(s) are not: "
+                          f"{', '.join(not_float[:5])}{' ...' if len(not_float) > 5 else ''}")
+  if allow_nonfinite:
+    return
+  bad = [f"{k} ({int(np.size(v) - np.count_nonzero(np.isfinite(v)))} of {np.size(v)})"
+         for k in keys for v in [state_dict[k]] if not np.all(np.isfinite(v))]
+  if bad:
+    raise ConversionError(f"{len(bad)} tensor(s) hold NaN or infinite values: "
+                          f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; pass "
+                          "allow_nonfinite=True (--allow-nonfinite) to convert them anyway")
+
+
+def from_torchvision(source: Any, arch: Optional[str] = None, *,
+                     allow_nonfinite: bool = False) -> dict[str, dict]:
   """Converts torchvision ResNet weights to Flax variables for `models.get_model(arch)`.
 
   The classifier size is read from `fc.weight` (a state_dict without `fc` gives a headless model's
@@ -286,12 +316,14 @@ def from_torchvision(source: Any, arch: Optional[str] = None) -> dict[str, dict]
     source: a state_dict (of torch tensors or numpy arrays), a torch module, or the path of a
       `.pth`/`.pt` file (loaded with `weights_only=True`) or of a `.safetensors` file (no torch needed).
     arch: a registered model name; inferred from the keys and shapes when None, and logged (INFO).
+    allow_nonfinite: convert NaN and infinite values instead of refusing them.
 
   Returns:
     {'params': ..., 'batch_stats': ...} as nested dicts of numpy arrays.
 
   Raises:
-    ConversionError: the weights do not fit `arch` (listing missing, unexpected and mis-shaped keys).
+    ConversionError: the weights do not fit `arch` (listing missing, unexpected and mis-shaped keys),
+      a tensor is not floating point, or (unless `allow_nonfinite`) holds NaN or infinity.
     CheckpointError: `source` is a file that cannot be read as a checkpoint.
   """
   state = state_dict_of(source)
@@ -304,18 +336,18 @@ def from_torchvision(source: Any, arch: Optional[str] = None) -> dict[str, dict]
     if num_classes is None:
       log.info("no fc.weight: converting %s without a classifier", arch)
   check_state_dict(state, arch, num_classes)
+  layout = torchvision_layout(arch, num_classes)
+  check_values(state, layout, allow_nonfinite)
   flat = {}
-  for key, (path, _) in torchvision_layout(arch, num_classes).items():
-    value = state[key]
-    if np.issubdtype(value.dtype, np.floating):
-      value = value.astype(np.float32, copy=False)
+  for key, (path, _) in layout.items():
+    value = state[key].astype(np.float32, copy=False)
     # A copy, always: a torch module's arrays share memory with it, and torch updates in place.
     flat[path] = np.array(_to_flax_layout(value), order="C", copy=True)
   return traverse_util.unflatten_dict(flat)
 
 
 def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
-                   as_numpy: bool = False) -> dict[str, Any]:
+                   as_numpy: bool = False, model=None) -> dict[str, Any]:
   """Converts Flax variables to a state_dict that torchvision's model loads with `strict=True`.
 
   Adds each BatchNorm's `num_batches_tracked` (0: Flax does not count batches). Values are float32.
@@ -324,6 +356,8 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
     variables: {'params', 'batch_stats'} of a ResNet from `models.get_model`.
     arch: when given, the variables are checked against it (keys and shapes) first.
     as_numpy: return numpy arrays instead of torch tensors (for safetensors, and without torch).
+    model: the built model the variables belong to (e.g. `spec.build()`), to check them against its
+      overrides (input channels, stage sizes) rather than `arch`'s defaults.
 
   Returns:
     An ordered dict from torchvision key to tensor (or array).
@@ -342,7 +376,7 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
       state[f"{module}.num_batches_tracked"] = np.zeros((), np.int64)
   if arch is not None:
     num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
-    check_state_dict(state, arch, num_classes)
+    check_state_dict(state, arch, num_classes, model)
   if as_numpy:
     return state
   import torch

@@ -322,3 +322,19 @@ def test_bfloat16_variables_export_as_float32(torch):
   np.testing.assert_array_equal(state["fc.bias"].numpy(),
                                 np.asarray(half["params"]["fc"]["bias"], np.float32))
 
+
+def test_integer_tensors_are_refused_naming_key_and_dtype(torch):
+  """An int64 tensor where a weight belongs converted 'successfully' to a model of zero logits."""
+  state = {k: v.numpy() for k, v in convert.torchvision_model("resnet18", seed=3).state_dict().items()}
+  state["fc.weight"] = state["fc.weight"].astype(np.int64)
+  with pytest.raises(ConversionError, match=r"floating point; 1 tensor\(s\) are not: fc.weight \(int64\)"):
+    convert.from_torchvision(state, "resnet18")
+
+
+def test_nonfinite_weights_are_refused_unless_allowed(torch):
+  state = {k: v.numpy() for k, v in convert.torchvision_model("resnet18", seed=3).state_dict().items()}
+  state["layer2.0.bn1.running_var"][:3] = [np.nan, np.inf, -np.inf]
+  with pytest.raises(ConversionError, match=r"layer2.0.bn1.running_var \(3 of 128\).*allow_nonfinite"):
+    convert.from_torchvision(state, "resnet18")
+  variables = convert.from_torchvision(state, "resnet18", allow_nonfinite=True)
+  assert np.sum(~np.isfinite(variables["batch_stats"]["layer2_0"]["bn1"]["var"])) == 3
