@@ -2,7 +2,7 @@
 
 A model checkpoint (`save_variables`) is DIR/variables + DIR/model.json. A training workdir holds
 WORKDIR/checkpoints/<step>/ with three items: 'state' (the whole `TrainState` as nested dicts),
-'meta' (JSON: model metadata, step and a CRC32 of the state) and 'data' (each process's Grain
+'meta' (JSON: the `ModelSpec` under 'spec', step and a CRC32 of the state) and 'data' (each process's Grain
 iterator position, sealed with a CRC32 bound to the step and the state's). Orbax writes each step
 into a temporary directory and renames it when every item is written, so a run killed mid-write
 leaves no step directory behind; the checksums catch a step directory damaged afterwards.
@@ -28,14 +28,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resnet_jax import spec as spec_lib
+
 VARIABLES = "variables"
 METADATA = "model.json"
 CHECKPOINTS = "checkpoints"
 log = logging.getLogger(__name__)
 
 
-def save_variables(directory: str, variables: Any, metadata: dict) -> str:
-  """Writes `variables` ({'params', 'batch_stats'}) and `metadata` (at least 'arch') to `directory`.
+def save_variables(directory: str, variables: Any, spec: spec_lib.ModelSpec) -> str:
+  """Writes `variables` ({'params', 'batch_stats'}) and their `spec` (DIR/model.json) to `directory`.
 
   The directory must not hold a checkpoint already: nothing saved is ever overwritten.
 
@@ -45,29 +47,35 @@ def save_variables(directory: str, variables: Any, metadata: dict) -> str:
   directory = os.path.abspath(os.fspath(directory))
   if os.path.exists(os.path.join(directory, VARIABLES)):
     raise FileExistsError(f"{directory} already holds a checkpoint; choose a new directory")
-  if "arch" not in metadata:
-    raise ValueError("metadata must name the architecture ('arch')")
+  if not isinstance(spec, spec_lib.ModelSpec):
+    raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+  head = variables["params"].get("fc") or {}
+  outputs = next((np.shape(v)[-1] for v in head.values()), None)
+  if outputs != spec.num_classes:
+    raise spec_lib.SpecError(f"the variables' classifier has {outputs} outputs, the spec "
+                             f"{spec.num_classes} classes")
   os.makedirs(directory, exist_ok=True)
   variables = jax.tree.map(np.asarray, variables)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(directory, VARIABLES), variables)
     checkpointer.wait_until_finished()
-  # The metadata goes last: a directory with model.json is a complete checkpoint.
-  tmp = os.path.join(directory, METADATA + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, METADATA))
+  # The spec goes last: a directory with model.json is a complete checkpoint.
+  spec_lib.write(os.path.join(directory, METADATA), spec)
   return directory
 
 
-def load_variables(directory: str, ema: bool = False) -> tuple[dict, dict]:
+def load_variables(directory: str, ema: bool = False) -> tuple[dict, spec_lib.ModelSpec]:
   """Reads what `save_variables` wrote, or the latest intact checkpoint of a training workdir.
 
   With `ema`, a workdir's EMA weights (config.model_ema) instead of the raw model's.
 
   Returns:
-    (variables {'params', 'batch_stats'} as numpy arrays, metadata with at least 'arch' and
-    'num_classes'; for a workdir also 'step' and the model overrides).
+    (variables {'params', 'batch_stats'} as numpy arrays, their `ModelSpec`; for a workdir its
+    source names the workdir and the step).
+
+  Raises:
+    spec.SpecError: the model description is missing, foreign or from an older resnet_jax (naming
+      the file and how to fix it).
   """
   directory = os.path.abspath(os.fspath(directory))
   if os.path.isdir(os.path.join(directory, CHECKPOINTS)):
@@ -79,17 +87,21 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, dict]:
   if not os.path.isfile(meta_path):
     raise FileNotFoundError(f"{directory} is neither a model checkpoint (no {METADATA}) nor a "
                             f"training workdir (no {CHECKPOINTS}/)")
-  with open(meta_path) as f:
-    metadata = json.load(f)
+  spec = spec_lib.read(meta_path)
   with ocp.StandardCheckpointer() as checkpointer:
     try:
       variables = checkpointer.restore(os.path.join(directory, VARIABLES))
     except Exception as e:  # Orbax raises many types for damaged files; name the checkpoint.
       raise ValueError(f"corrupt or unreadable checkpoint in {directory}: {e}") from e
-  return jax.tree.map(np.asarray, variables), metadata
+  return jax.tree.map(np.asarray, variables), spec
 
 
-def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, dict]:
+def training_meta(spec: spec_lib.ModelSpec) -> dict:
+  """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC)."""
+  return {spec_lib.SPEC_KEY: spec.to_json()}
+
+
+def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, spec_lib.ModelSpec]:
   # Read-only: a reader (predict, export, evaluate) never moves or deletes anything, even a damaged
   # step; it skips what the trainer's `read` would refuse, so both agree on what is intact.
   with TrainCheckpoints(workdir, keep=None, async_save=False, read_only=True) as checkpoints:
@@ -104,7 +116,8 @@ def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, dic
         raise ValueError(f"{workdir} holds no EMA weights (it was trained without config.model_ema)")
       source = state["ema"] if ema else state
       variables = {"params": source["params"], "batch_stats": source["batch_stats"]}
-      return variables, found.meta
+      spec = spec_lib.from_training_meta(found.meta, f"checkpoint {step} of {workdir}")
+      return variables, spec
   raise FileNotFoundError(f"training workdir {workdir} holds no complete checkpoint")
 
 

@@ -62,23 +62,31 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
   return state, arch, transform, path
 
 
+def _converted(args):
+  """(variables, ModelSpec) of torchvision weights named by `args` (--arch, --weights, --cache)."""
+  from resnet_jax import convert, hub
+  state, arch, transform, path = _load_torchvision_weights(args.arch, args.weights, args.cache)
+  variables = convert.from_torchvision(state, arch, allow_nonfinite=args.allow_nonfinite)
+  fc = variables["params"].get("fc")
+  spec = hub.torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform,
+                              args.weights)
+  return variables, spec
+
+
 def cmd_convert(args) -> int:
   from resnet_jax import checkpoints, convert
-  state, arch, transform, path = _load_torchvision_weights(args.arch, args.weights, args.cache)
-  variables = convert.from_torchvision(state, arch)
-  fc = variables["params"].get("fc")
-  num_classes = fc["kernel"].shape[1] if fc else None
+  if os.path.exists(os.path.join(args.out, checkpoints.VARIABLES)):
+    raise _Error(f"{args.out} already holds a checkpoint; choose a new directory")
+  variables, spec = _converted(args)
   head = "converted"
-  if args.num_classes is not None and (args.num_classes or None) != num_classes:
-    variables = convert.replace_head(variables, arch, args.num_classes, args.seed)
+  if args.num_classes is not None and (args.num_classes or None) != spec.num_classes:
+    variables = convert.replace_head(variables, spec.arch, args.num_classes, args.seed)
     head = f"new, {args.num_classes} classes, seed {args.seed}" if args.num_classes else "removed"
-    num_classes = args.num_classes or None
-  # `path` is always a local file: names and URLs resolve to the download cache.
-  metadata = {"arch": arch, "num_classes": num_classes, "source": os.path.abspath(path),
-              "weights": args.weights, "head": head,
-              "resize_size": transform.resize_size, "crop_size": transform.crop_size}
-  out = checkpoints.save_variables(args.out, variables, metadata)
-  print(f"wrote {arch} (num_classes={num_classes}, head {head}) to {out}")
+    # ImageNet's class names belong to the old head.
+    spec = spec.replace(num_classes=args.num_classes or None, class_names=())
+  spec = spec.replace(source=dict(spec.source, head=head))
+  out = checkpoints.save_variables(args.out, variables, spec)
+  print(f"wrote {spec.arch} (num_classes={spec.num_classes}, head {head}) to {out}")
   return 0
 
 
@@ -108,6 +116,9 @@ def _torchvision_for_verify(args):
             transforms.ImageClassification())
   import torch
   state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
+  # Checked before torch's load_state_dict, which would cast integer tensors to float silently.
+  convert.check_values(state, [k for k in state if not k.endswith("num_batches_tracked")],
+                       args.allow_nonfinite)
   fc = state.get("fc.weight")
   model = convert.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
   if fc is None:
@@ -122,7 +133,7 @@ def cmd_verify(args) -> int:
   from resnet_jax import convert
   from resnet_jax.models import get_model
   torch_model, arch, transform = _torchvision_for_verify(args)
-  variables = convert.from_torchvision(torch_model, arch)
+  variables = convert.from_torchvision(torch_model, arch, allow_nonfinite=args.allow_nonfinite)
   fc = variables["params"].get("fc")
   model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None,
                     dtype=jnp.dtype(args.dtype))
@@ -143,27 +154,19 @@ def cmd_verify(args) -> int:
 
 
 def _model_for_predict(args):
-  """(model, variables, transform, class names) from an Orbax checkpoint or torchvision weights."""
-  from resnet_jax import checkpoints, convert, transforms
-  from resnet_jax.models import get_model
+  """(variables, ModelSpec) of a checkpoint directory or of torchvision weights."""
+  from resnet_jax import checkpoints
   if os.path.isdir(args.weights):
-    variables, metadata = checkpoints.load_variables(args.weights, ema=args.ema)
-    arch = args.arch or metadata["arch"]
-    # Training checkpoints record no preprocessing: those get the V1 recipe's.
-    transform = transforms.ImageClassification(
-        resize_size=metadata.get("resize_size", 256), crop_size=metadata.get("crop_size", 224))
+    variables, spec = checkpoints.load_variables(args.weights, ema=args.ema)
+    if args.arch is not None and args.arch != spec.arch:
+      raise _Error(f"{args.weights} holds a {spec.arch}, not a {args.arch}")
   else:
     if args.ema:
       raise _Error("--ema needs a training workdir as --weights (its EMA weights)")
-    state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
-    variables = convert.from_torchvision(state, arch)
-  fc = variables["params"].get("fc")
-  if not fc:
+    variables, spec = _converted(args)
+  if not spec.num_classes:
     raise _Error(f"{args.weights} has no classifier (fc): nothing to predict")
-  num_classes = fc["kernel"].shape[1]
-  names = (transforms.imagenet_classes() if num_classes == 1000
-           else [f"class {i}" for i in range(num_classes)])
-  return get_model(arch, num_classes=num_classes), variables, transform, names
+  return variables, spec
 
 
 def cmd_predict(args) -> int:
@@ -172,18 +175,19 @@ def cmd_predict(args) -> int:
   for path in args.images:
     if not os.path.isfile(path):
       raise _Error(f"no image file at {path}")
-  model, variables, transform, names = _model_for_predict(args)
-  logits = model.apply(variables, transform(args.images))
-  probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+  variables, spec = _model_for_predict(args)
+  # The preprocessing the model was trained or published with: size, resize, mean/std, channels.
+  batch = spec.transform()(args.images)
+  probabilities = np.asarray(jax.nn.softmax(spec.build().apply(variables, batch), axis=-1))
   for path, p in zip(args.images, probabilities):
     top = [int(k) for k in np.argsort(-p)[:args.top]]
     if args.json:
       print(json.dumps({"image": path, "top": [
-          {"class": k, "name": names[k], "probability": float(p[k])} for k in top]}))
+          {"class": k, "name": spec.class_name(k), "probability": float(p[k])} for k in top]}))
       continue
     print(path)
     for k in top:
-      print(f"  {p[k]:.4f}  {names[k]} ({k})")
+      print(f"  {p[k]:.4f}  {spec.class_name(k)} ({k})")
   return 0
 
 
@@ -191,20 +195,23 @@ def cmd_export(args) -> int:
   from resnet_jax import checkpoints, convert
   if os.path.exists(args.out):
     raise _Error(f"{args.out} exists; choose a new file")
-  variables, metadata = checkpoints.load_variables(args.checkpoint, ema=args.ema)
-  arch = args.arch or metadata["arch"]
-  if arch not in convert.TORCHVISION_ARCHS:
-    print(f"note: torchvision has no {arch}; the file uses torchvision's key names all the same",
-          file=sys.stderr)
+  variables, spec = checkpoints.load_variables(args.checkpoint, ema=args.ema)
+  if args.arch is not None and args.arch != spec.arch:
+    raise _Error(f"{args.checkpoint} holds a {spec.arch}, not a {args.arch}")
+  if spec.arch not in convert.TORCHVISION_ARCHS or spec.in_channels != 3 or spec.model_overrides:
+    print(f"note: torchvision has no {spec.arch} with these options; the file uses torchvision's key "
+          "names all the same", file=sys.stderr)
   safetensors = args.out.endswith(".safetensors")
-  state = convert.to_torchvision(variables, arch, as_numpy=safetensors)
+  # Checked against the model the spec describes (1 input channel, other stage sizes...).
+  state = convert.to_torchvision(variables, spec.arch, as_numpy=safetensors, model=spec.build())
   if safetensors:
     from safetensors.numpy import save_file
-    save_file(state, args.out, metadata={"arch": arch})
+    save_file(state, args.out, metadata={"arch": spec.arch,
+                                         "resnet_jax.spec": json.dumps(spec.to_json())})
   else:
     import torch
     torch.save(state, args.out)
-  print(f"wrote the {arch} state_dict ({len(state)} tensors) to {args.out}")
+  print(f"wrote the {spec.arch} state_dict ({len(state)} tensors) to {args.out}")
   return 0
 
 
@@ -223,7 +230,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
   from resnet_jax import evaluate
-  return evaluate.main(args.arguments)
+  return evaluate.main(args.arguments, debug=args.debug)
 
 
 def cmd_prepare(args) -> int:
@@ -260,6 +267,8 @@ def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
   p.add_argument("--weights", required=True, help=weights_help)
   p.add_argument("--cache", help="download directory (default: $RESNET_JAX_CACHE or "
                                  "~/.cache/resnet_jax)")
+  p.add_argument("--allow-nonfinite", action="store_true",
+                 help="convert weights holding NaN or infinity instead of refusing them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "plot training curves.")
   from resnet_jax import __version__
   parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the traceback of an error instead of a one-line message")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
                          "a .pth/.safetensors file, or a URL")
@@ -344,8 +355,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     with logs.to_stderr():  # the package's one format, as train.py prints it
       return args.run(args)
-  # convert's ConversionError and CheckpointError are ValueErrors, hub's DownloadError an OSError.
+  # convert's ConversionError and CheckpointError, SpecError and ImageError are ValueErrors, hub's
+  # DownloadError an OSError. Anything else is a bug and keeps its traceback.
   except (_Error, ImportError, OSError, ValueError) as e:
+    if args.debug:
+      raise
     print(f"resnet-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

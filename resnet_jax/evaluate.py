@@ -7,8 +7,10 @@ the scores averaged over the views. Views go to the devices in fixed-size calls 
 local device; each process scores its own share of the split (examples p, p + P, ...), and the
 counts are summed over processes, so every example counts exactly once.
 
-Sizes scale with the model's input size s (224 for ImageNet): the crop is s, the resize before
-cropping round(s * 256 / 224), the multi-scale sides round(s * {224, 256, 384, 480, 640} / 224).
+The model, its input size s, normalisation and class names come from its `ModelSpec`. The crop is s;
+the resize before it is the spec's for 'center' (what training evaluated with, or torchvision's
+published 256/232) and round(s * 256 / 224) for 'ten_crop'; the multi-scale sides are
+round(s * {224, 256, 384, 480, 640} / 224).
 JAX is imported inside the functions, so that `resnet-jax --help` stays instant.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import importlib.util
 import os
 import sys
 from typing import Any, Callable, Optional, Sequence, Union
@@ -60,55 +61,15 @@ class Preprocessing:
 # ----------------------------------------------------------------------------------------------
 # What the checkpoint and the user say about the input.
 
-def load_config(path: str):
-  """`get_config()` of a config file such as configs/digits.py (its repository's `configs` package
-  is made importable, as train.py does)."""
-  path = os.path.abspath(path)
-  root = os.path.dirname(os.path.dirname(path))
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  spec = importlib.util.spec_from_file_location("_resnet_jax_eval_config", path)
-  if spec is None or not os.path.isfile(path):
-    raise FileNotFoundError(f"no config file at {path}")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def preprocessing(metadata: dict, *, mean: Optional[Sequence[float]] = None,
-                  std: Optional[Sequence[float]] = None, image_size: Optional[int] = None,
-                  config: Any = None) -> Preprocessing:
-  """The normalisation and input size to evaluate with, first found of, per value:
-
-  the explicit arguments; the checkpoint's metadata ('mean', 'std', 'image_size' or 'crop_size');
-  the training config the model was made with; for weights converted from torchvision (metadata
-  'weights'), ImageNet's mean and std and 224. Anything else is an error: a wrong normalisation
-  gives plausible but wrong errors.
-  """
-  converted = "weights" in metadata
-  defaults = {"mean": input_pipeline.IMAGENET_MEAN, "std": input_pipeline.IMAGENET_STD,
-              "image_size": 224} if converted else {}
-  config_values = ({"mean": config.mean, "std": config.std, "image_size": config.image_size}
-                   if config is not None else {})
-  chosen = {}
-  for key, given in (("mean", mean), ("std", std), ("image_size", image_size)):
-    if given is None and key in metadata:  # A recorded std of None: the paper's mean subtraction only.
-      chosen[key] = metadata[key]
-      continue
-    found = given
-    if found is None and key == "image_size":
-      found = metadata.get("crop_size")
-    if found is None:
-      found = config_values.get(key, defaults.get(key))
-    if found is None:
-      raise ValueError(
-          f"the checkpoint does not record its input {key.replace('_', ' ')}; pass the training "
-          f"config (--config configs/NAME.py) or --{key.replace('_', '-')} as the model was trained")
-    chosen[key] = found
-  return Preprocessing(mean=tuple(float(m) for m in np.ravel(chosen["mean"])),
-                       std=None if chosen["std"] is None else
-                       tuple(float(s) for s in np.ravel(chosen["std"])),
-                       image_size=int(chosen["image_size"]))
+def preprocessing(spec, *, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None,
+                  image_size: Optional[int] = None) -> Preprocessing:
+  """The normalisation and input size to evaluate with: the model's `ModelSpec`, unless overridden."""
+  mean = spec.mean_255 if mean is None else mean
+  std = spec.std_255 if std is None else std
+  return Preprocessing(mean=tuple(float(m) for m in mean),
+                       std=None if std is None else tuple(float(s) for s in std),
+                       image_size=int(spec.image_size if image_size is None else image_size))
 
 
 def view_sizes(protocol: str, image_size: int, *, resize_size: Optional[int] = None,
@@ -132,16 +93,22 @@ def default_split(dataset: str) -> str:
   return "val" if dataset == "folder" else "test"
 
 
-def load_source(dataset: str, split: Optional[str] = None, data_dir: str = ""):
-  """A raw-image source of the input pipeline: 'digits', 'folder' (DATA_DIR/SPLIT/<class>/*.jpg), or
-  a prepared TFDS dataset by name (e.g. 'cifar10', 'imagenet2012')."""
+def load_source(dataset: str, split: Optional[str] = None, data_dir: str = "",
+                class_names: Optional[Sequence[str]] = None, channels: int = 3):
+  """A raw-image source of the input pipeline: 'digits', 'folder' (DATA_DIR/SPLIT/<class>/*.jpg, the
+  labels numbered as `class_names`, the model's classes), or a prepared TFDS dataset by name (e.g.
+  'cifar10', 'imagenet2012')."""
   split = split or default_split(dataset)
   if dataset == "digits":
     return input_pipeline.get_source("digits", split)
   if dataset == "folder":
     if not data_dir:
       raise ValueError("--dataset folder needs --data-dir ROOT (images in ROOT/SPLIT/<class>/)")
-    return input_pipeline.get_source("folder", split, data_dir=data_dir)
+    if not class_names:
+      raise ValueError("the checkpoint records no class names: the folder's labels cannot be matched "
+                       "to the model's outputs")
+    return input_pipeline.get_source("folder", split, data_dir=data_dir, class_names=class_names,
+                                     image_shape=(0, 0, channels))
   return input_pipeline.get_source("tfds", split, dataset=dataset, data_dir=data_dir)
 
 
@@ -171,15 +138,12 @@ def sharded_logits_fn(model, variables: dict, devices: Optional[Sequence] = None
   return logits_fn
 
 
-def build_model(metadata: dict, dtype: str = "float32"):
-  """The architecture recorded in a checkpoint's metadata, with its overrides and class count."""
-  from resnet_jax import models, train_lib
-  if not metadata.get("num_classes"):
-    raise ValueError(f"the checkpoint's {metadata['arch']} has no classifier (num_classes "
-                     f"{metadata.get('num_classes')}): nothing to evaluate")
-  return models.get_model(metadata["arch"], num_classes=metadata["num_classes"],
-                          dtype=train_lib.compute_dtype(dtype),
-                          **dict(metadata.get("model_overrides") or {}))
+def build_model(spec, dtype: str = "float32"):
+  """The model a `ModelSpec` describes, in the compute dtype."""
+  from resnet_jax import train_lib
+  if not spec.num_classes:
+    raise ValueError(f"the checkpoint's {spec.arch} has no classifier: nothing to evaluate")
+  return spec.build(dtype=train_lib.compute_dtype(dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,21 +197,22 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
              split: Optional[str] = None, data_dir: str = "", average: str = "softmax",
              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
              image_size: Optional[int] = None, resize_size: Optional[int] = None,
-             scales: Optional[Sequence[int]] = None, config: Any = None,
+             scales: Optional[Sequence[int]] = None,
              per_device_batch: int = 16, images_per_call: int = 64, dtype: str = "float32",
              limit: Optional[int] = None, progress: bool = False) -> Result:
   """Top-1/top-5 error of a checkpoint on a dataset split under a testing protocol.
 
   Args:
     variables_dir: a `save_variables` directory (e.g. converted weights) or a training workdir; or
-      a `(variables, metadata)` pair as `checkpoints.load_variables` returns.
+      a `(variables, ModelSpec)` pair as `checkpoints.load_variables` returns.
     dataset: 'digits', 'folder' or a TFDS name (see `load_source`), or a source object
       (a sequence of {'image': uint8 HWC, 'label': int}).
     protocol: 'center', 'ten_crop' or 'multi_scale'.
     split, data_dir: which split, and where the data lives (see `load_source`).
     average: average softmax probabilities ('softmax') or logits ('logits') over the views.
-    mean, std, image_size, config: the input the model expects (see `preprocessing`).
-    resize_size, scales: override the view sizes (see `view_sizes`).
+    mean, std, image_size: override the input the model's spec records (see `preprocessing`).
+    resize_size, scales: override the view sizes (see `view_sizes`); 'center' resizes to the
+      spec's resize (training's center evaluation, or torchvision's published 256/232).
     per_device_batch: views per device per call; calls hold `per_device_batch * local devices`
       views, zero-padded. Smaller wastes less padding on multi-scale views of mixed-size images.
     images_per_call: images whose views are made and scored together (host memory).
@@ -260,16 +225,17 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   """
   import jax
   from resnet_jax import checkpoints
-  variables, metadata = (checkpoints.load_variables(variables_dir)
-                         if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
-  prep = preprocessing(metadata, mean=mean, std=std, image_size=image_size, config=config)
+  variables, spec = (checkpoints.load_variables(variables_dir)
+                     if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
+  prep = preprocessing(spec, mean=mean, std=std, image_size=image_size)
   if protocol == "center" and resize_size is None and image_size is None:
-    # Converted weights record the resize their accuracy was published with (232 for V2).
-    resize_size = metadata.get("resize_size")
+    # The resize the model was evaluated or published with (232 for torchvision's V2 weights).
+    resize_size = spec.resize_size
   views_fn = protocols.get_protocol(protocol, **view_sizes(protocol, prep.image_size,
                                                            resize_size=resize_size, scales=scales))
-  source = load_source(dataset, split, data_dir) if isinstance(dataset, str) else dataset
-  model = build_model(metadata, dtype)
+  source = (load_source(dataset, split, data_dir, spec.class_names, spec.in_channels)
+            if isinstance(dataset, str) else dataset)
+  model = build_model(spec, dtype)
   logits_fn = sharded_logits_fn(model, variables)
 
   n = len(source) if limit is None else min(limit, len(source))
@@ -279,7 +245,7 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   scores, labels = score_examples(
       logits_fn, source, indices, views_fn, prep, average=average,
       chunk=per_device_batch * jax.local_device_count(), images_per_call=images_per_call,
-      progress=progress, num_classes=metadata["num_classes"])
+      progress=progress, num_classes=spec.num_classes)
   errors, count = _global_errors(scores, labels)
   first = source[int(indices[0])]["image"] if len(indices) else source[0]["image"]
   return Result(errors=errors, count=count, views=protocols.num_views(views_fn, first),
@@ -308,17 +274,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "and scales: the model must have been trained with them)")
   p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
                  help="average softmax probabilities or logits over the views")
-  p.add_argument("--config", help="the training config (e.g. configs/digits.py), for the mean, std "
-                                  "and image size when the checkpoint does not record them "
-                                  "(default: none)")
   p.add_argument("--mean", type=float, nargs="+",
-                 help="per-channel mean, 0-255 scale (default: the checkpoint's or --config's)")
-  p.add_argument("--std", type=float, nargs="+", help="per-channel standard deviation, 0-255 scale "
-                                                      "(default: the checkpoint's or --config's)")
+                 help="per-channel mean, 0-255 scale (default: the checkpoint's)")
+  p.add_argument("--std", type=float, nargs="+",
+                 help="per-channel standard deviation, 0-255 scale (default: the checkpoint's)")
   p.add_argument("--image-size", type=int,
-                 help="the model's input (crop) size (default: the checkpoint's or --config's)")
+                 help="the model's input (crop) size (default: the checkpoint's)")
   p.add_argument("--resize-size", type=int,
-                 help="shorter side before cropping (center, ten_crop) (default: image size x 256/224)")
+                 help="shorter side before cropping (default: the checkpoint's resize for center, "
+                      "image size x 256/224 for ten_crop)")
   p.add_argument("--scales", type=int, nargs="+",
                  help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
   p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
@@ -331,11 +295,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Evaluates as `args` say and prints the errors; returns the exit code."""
-  config = load_config(args.config) if args.config else None
   result = evaluate(
       args.checkpoint, args.dataset, args.protocol, split=args.split, data_dir=args.data_dir,
       average=args.average, mean=args.mean, std=args.std, image_size=args.image_size,
-      resize_size=args.resize_size, scales=args.scales, config=config,
+      resize_size=args.resize_size, scales=args.scales,
       per_device_batch=args.per_device_batch, images_per_call=args.images_per_call,
       dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
   split = args.split or default_split(args.dataset)
@@ -346,8 +309,9 @@ def run(args: argparse.Namespace) -> int:
   return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """`resnet-jax evaluate ...`; `argv` holds the arguments after the subcommand's name."""
+def main(argv: Optional[Sequence[str]] = None, debug: bool = False) -> int:
+  """`resnet-jax evaluate ...`; `argv` holds the arguments after the subcommand's name. With
+  `debug`, errors keep their traceback."""
   from resnet_jax.cli import Parser  # defaults in the help, one-line usage errors
   parser = Parser(prog="resnet-jax evaluate", description=__doc__.split("\n")[0])
   add_arguments(parser)
@@ -355,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     return run(args)
   except (ImportError, OSError, ValueError) as e:  # Missing data or checkpoint, bad sizes: no traceback.
+    if debug:
+      raise
     print(f"resnet-jax evaluate: error: {e}", file=sys.stderr)
     return 2
 

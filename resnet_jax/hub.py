@@ -13,7 +13,8 @@ import urllib.request
 from typing import Any, NamedTuple, Optional
 
 from resnet_jax import convert, transforms
-from resnet_jax.models import ResNet, get_model
+from resnet_jax.models import ResNet
+from resnet_jax.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,17 @@ def resolve(arch: Optional[str], weights: str, directory: Optional[str] = None
   return weights, transforms.ImageClassification()
 
 
-def pretrained(arch: str, weights: str = "DEFAULT", *, cache: Optional[str] = None,
-               **overrides: Any) -> Pretrained:
+def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
+                     transform: transforms.ImageClassification, weights: str) -> ModelSpec:
+  """The ModelSpec of torchvision weights read from `path`: torchvision's published preprocessing
+  (`transform`'s resize) and, as the source, the weights' name and the file's SHA-256."""
+  source = {"kind": "torchvision", "weights": weights, "file": os.path.abspath(path),
+            "sha256": _sha256(path)}
+  return ModelSpec.for_torchvision(arch, num_classes, transform.resize_size, source)
+
+
+def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional[str] = None,
+               allow_nonfinite: bool = False, **overrides: Any) -> Pretrained:
   """A ResNet with torchvision's pretrained weights, as `torchvision.models.get_model` gives it.
 
   Example:
@@ -244,17 +254,28 @@ def pretrained(arch: str, weights: str = "DEFAULT", *, cache: Optional[str] = No
   Args:
     arch: a registered architecture, e.g. 'resnet50'.
     weights: torchvision's weights name ('IMAGENET1K_V1', 'IMAGENET1K_V2', 'DEFAULT'), downloaded
-      once into the cache; the path of a local `.pth`/`.safetensors` file (no network needed); or
-      a URL whose file name carries its hash, like torchvision's.
+      once into the cache; the path of a local `.pth`/`.safetensors` file (no network needed); a
+      URL whose file name carries its hash, like torchvision's; or a directory written by
+      `resnet-jax convert` or training (its ModelSpec gives the model and the preprocessing; `arch`
+      may then be None).
     cache: directory for downloads (default `cache_dir()`).
+    allow_nonfinite: convert weights holding NaN or infinity instead of refusing them.
     **overrides: model options for `get_model`, e.g. dtype=jnp.bfloat16. num_classes is read from
       the weights.
 
   Returns:
     (model, variables, transform); `transform(images)` gives the NHWC batch the weights expect.
   """
-  path, transform = resolve(arch, weights, cache)
-  variables = convert.from_torchvision(path, arch)
-  fc = variables["params"].get("fc")
-  model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None, **overrides)
-  return Pretrained(model, variables, transform)
+  if os.path.isdir(weights):
+    from resnet_jax import checkpoints
+    variables, spec = checkpoints.load_variables(weights)
+    if arch is not None and arch != spec.arch:
+      raise ValueError(f"{weights} holds a {spec.arch}, not a {arch}")
+  else:
+    if arch is None:
+      raise ValueError("name the architecture of torchvision weights, e.g. pretrained('resnet50')")
+    path, transform = resolve(arch, weights, cache)
+    variables = convert.from_torchvision(path, arch, allow_nonfinite=allow_nonfinite)
+    fc = variables["params"].get("fc")
+    spec = torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform, weights)
+  return Pretrained(spec.build(**overrides), variables, spec.transform())

@@ -33,7 +33,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from resnet_jax import jpeg, protocols
+from resnet_jax import images, jpeg, protocols
 
 Example = dict[str, Any]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -48,13 +48,15 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 class InMemorySource:
   """Images and labels held in numpy arrays; `images` is (N, H, W, C) uint8."""
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: Optional[int] = None):
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: Optional[int] = None,
+               class_names: Sequence[str] = ()):
     if images.ndim != 4 or images.dtype != np.uint8:
       raise ValueError(f"images must be uint8 of shape (N, H, W, C), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
       raise ValueError(f"{len(images)} images but {len(labels)} labels")
     self.images, self.labels = images, np.asarray(labels, np.int64)
     self.num_classes = num_classes or int(self.labels.max()) + 1
+    self.class_names = tuple(class_names)
 
   def __len__(self) -> int:
     return len(self.images)
@@ -64,13 +66,31 @@ class InMemorySource:
 
 
 class ImageFolderSource:
-  """`root/<class_name>/*.jpg`, ImageNet's usual layout; classes are the sorted folder names."""
+  """`root/<class_name>/*.jpg`, ImageNet's usual layout.
 
-  def __init__(self, root: str):
+  The classes are the sorted folder names of the training split, and every other split takes them
+  from there (`class_names`): a validation folder that lacks a class keeps every label right, and one
+  with a class training never saw is an error. Images are decoded by `images.load_image` with
+  `channels` channels (16-bit and float images scaled, errors naming the file).
+  """
+
+  def __init__(self, root: str, class_names: Optional[Sequence[str]] = None, channels: int = 3):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"image folder {root!r} does not exist (expected root/<class>/*.jpg)")
-    self.classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
-    self.files = [(os.path.join(root, c, f), i) for i, c in enumerate(self.classes)
+    folders = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    if class_names is None:
+      if len(folders) < 2:
+        raise ValueError(f"image folder {root!r} has {len(folders)} class folder(s) "
+                         f"{folders}; a classifier needs at least 2 classes")
+      class_names = folders
+    unknown = sorted(set(folders) - set(class_names))
+    if unknown:
+      raise ValueError(f"image folder {root!r} has class folder {unknown[0]!r} that the training "
+                       f"split does not have (its classes: {', '.join(class_names)})")
+    self.classes = self.class_names = list(class_names)
+    self.channels = channels
+    folders = set(folders)
+    self.files = [(os.path.join(root, c, f), i) for i, c in enumerate(self.classes) if c in folders
                   for f in sorted(os.listdir(os.path.join(root, c)))
                   if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not self.files:
@@ -82,8 +102,7 @@ class ImageFolderSource:
 
   def __getitem__(self, index: int) -> Example:
     path, label = self.files[index]
-    with Image.open(path) as image:
-      return {"image": np.asarray(image.convert("RGB")), "label": label}
+    return {"image": images.load_image(path, self.channels), "label": label}
 
   def undecoded(self, index: int) -> Example:
     """{'data': the file's bytes, 'label'}, for training's reduced-size JPEG decoding
@@ -123,6 +142,7 @@ class TfdsSource:
           f"{data_dir or '~/tensorflow_datasets'}: {e}\nPrepare it once with TensorFlow installed: "
           f"`tfds build {name} --file_format=array_record` (see resnet_jax/input_pipeline.py)") from e
     self.num_classes = builder.info.features["label"].num_classes
+    self.class_names = tuple(builder.info.features["label"].names)
 
   def __len__(self) -> int:
     return len(self._source)
@@ -147,19 +167,21 @@ def digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> InMemorySou
   if split not in ("train", "test"):
     raise ValueError(f"digits has splits 'train' and 'test', not {split!r}")
   x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
-  return InMemorySource(x, y, num_classes=10)
+  return InMemorySource(x, y, num_classes=10, class_names=[str(d) for d in range(10)])
 
 
 def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = "",
                image_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
-               synthetic_examples: int = 1281167):
-  """Builds a source by kind: 'tfds' (`dataset` by name), 'folder' (`data_dir/split/<class>/`),
+               synthetic_examples: int = 1281167, class_names: Optional[Sequence[str]] = None):
+  """Builds a source by kind: 'tfds' (`dataset` by name), 'folder' (`data_dir/split/<class>/`,
+  classes `class_names`, default the split's own folders; images with `image_shape[-1]` channels),
   'digits', or 'synthetic' (`synthetic_examples` images of `image_shape` in `num_classes` classes).
   """
   if source == "tfds":
     return TfdsSource(dataset, split, os.path.expanduser(data_dir) if data_dir else None)
   if source == "folder":
-    return ImageFolderSource(os.path.join(os.path.expanduser(data_dir), split))
+    return ImageFolderSource(os.path.join(os.path.expanduser(data_dir), split), class_names,
+                             channels=image_shape[-1])
   if source == "digits":
     return digits(split)
   if source == "synthetic":
@@ -416,7 +438,9 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
   local = _local_batch_size(global_batch_size, process_count)
 
   augmented = lambda example, rng: fn(example["image"], rng, image_size)
-  if fast_decode and augment in FAST_AUGMENTATIONS and hasattr(source, "undecoded"):
+  # The fast decoders give RGB: a 1-channel folder keeps the exact path (images.load_image).
+  if (fast_decode and augment in FAST_AUGMENTATIONS and hasattr(source, "undecoded")
+      and getattr(source, "channels", 3) == 3):
     augmented, source = _fast_augment(source, augment, image_size), _Undecoded(source)
 
   def transform(example, rng):

@@ -21,6 +21,7 @@ VERSION = 1
 # ImageNet's statistics on the 0-255 scale (torchvision's 0.485.. and 0.229.. times 255).
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+SPEC_KEY = "spec"  # The key of the spec in a training checkpoint's meta.
 
 
 class SpecError(ValueError):
@@ -126,6 +127,24 @@ class ModelSpec:
     return [f"{k}: {getattr(self, k)!r} -> {getattr(other, k)!r}" for k in keys
             if getattr(self, k) != getattr(other, k)]
 
+  def transform(self):
+    """The inference preprocessing this model was trained or published with (resize, center crop,
+    normalisation, channels), as a `transforms.ImageClassification`."""
+    from resnet_jax import transforms
+    mean, std = self.mean_std(scale=1.0)
+    return transforms.ImageClassification(crop_size=self.image_size, resize_size=self.resize_size,
+                                          mean=mean, std=std, channels=self.in_channels)
+
+  @classmethod
+  def for_torchvision(cls, arch: str, num_classes: Optional[int], resize_size: int,
+                      source: dict) -> "ModelSpec":
+    """torchvision's published ImageNet preprocessing: resize `resize_size` (256 for V1 weights, 232
+    for V2), crop 224, ImageNet's mean and std; ImageNet's class names for a 1000-class head."""
+    from resnet_jax import transforms
+    names = transforms.imagenet_classes() if num_classes == 1000 else ()
+    return cls(arch=arch, num_classes=num_classes, resize_size=resize_size, class_names=names,
+               source=source)
+
   def replace(self, **changes: Any) -> "ModelSpec":
     return dataclasses.replace(self, **changes)
 
@@ -162,6 +181,52 @@ class ModelSpec:
       raise SpecError(f"{where} holds an invalid value: {e}") from None
 
 
+def _from_legacy_conversion(data: dict, where: str) -> ModelSpec:
+  """What `resnet-jax convert` wrote before ModelSpec: every field is recorded (arch, classes, resize,
+  crop) or is torchvision's published fact (RGB, ImageNet's mean, std and class names), so the
+  translation is exact. Nothing else written without a spec is translated."""
+  if data.get("crop_size") != 224:
+    raise SpecError(f"{where} records crop {data.get('crop_size')!r}; torchvision's weights use 224")
+  source = {"kind": "torchvision", "weights": data.get("weights"), "file": data.get("source"),
+            "head": data.get("head")}
+  spec = ModelSpec.for_torchvision(data["arch"], data.get("num_classes"), data["resize_size"], source)
+  if data.get("head") != "converted":  # A new head: ImageNet's names do not apply.
+    spec = spec.replace(class_names=())
+  return spec
+
+
+_LEGACY_CONVERSION = {"arch", "num_classes", "source", "weights", "head", "resize_size", "crop_size"}
+
+
+def from_file_data(data: Any, where: str) -> ModelSpec:
+  """The spec in a model.json's parsed content, translating what `convert` wrote before ModelSpec."""
+  if isinstance(data, dict) and "format" not in data and set(data) == _LEGACY_CONVERSION:
+    try:
+      return _from_legacy_conversion(data, where)
+    except (TypeError, ValueError, KeyError) as e:
+      raise SpecError(f"{where} is an older resnet_jax conversion that cannot be read ({e}); "
+                      "convert the weights again with `resnet-jax convert`") from None
+  if isinstance(data, dict) and "format" not in data and "arch" in data:
+    raise SpecError(f"{where} was written by an older resnet_jax without a model description; "
+                    "convert the weights again with `resnet-jax convert`")
+  return ModelSpec.from_json(data, where)
+
+
+def from_training_meta(meta: dict, where: str) -> ModelSpec:
+  """The spec recorded in a training checkpoint's meta, with the checkpoint's step in its source.
+
+  Checkpoints written before ModelSpec recorded neither the resize nor the class names (the crop
+  fraction was not saved), so they are refused rather than guessed.
+  """
+  if SPEC_KEY not in meta:
+    raise SpecError(f"{where} was written by an older resnet_jax that did not record the model "
+                    "description; train again in a new workdir (or resume it with that version)")
+  spec = ModelSpec.from_json(meta[SPEC_KEY], where)
+  if "step" in meta:
+    spec = spec.replace(source=dict(spec.source, step=int(meta["step"])))
+  return spec
+
+
 def write(path: str, spec: ModelSpec) -> None:
   """Writes `spec` as JSON to `path` atomically (a temporary file renamed into place)."""
   tmp = f"{path}.tmp.{os.getpid()}"
@@ -181,5 +246,5 @@ def read(path: str) -> ModelSpec:
     raise SpecError(f"no model description at {path}") from None
   except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
     raise SpecError(f"{path} is not a readable model description: {e}") from None
-  return ModelSpec.from_json(data, where=path)
+  return from_file_data(data, where=path)
 

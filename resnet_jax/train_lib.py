@@ -23,6 +23,7 @@ from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipe
                         optim, workdir_lock)
 from resnet_jax import logs
 from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
+from resnet_jax import spec as spec_lib
 
 log = logging.getLogger(__name__)
 PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
@@ -151,14 +152,19 @@ def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_
   return jax.device_get(init(jax.random.key(seed, impl="rbg")))
 
 
-def load_pretrained(state: TrainState, directory: str) -> TrainState:
+def load_pretrained(state: TrainState, directory: str,
+                    expected: Optional[spec_lib.ModelSpec] = None) -> TrainState:
   """Replaces `state`'s params and batch_stats with those saved in `directory`.
 
   `directory` is a `save_variables` checkpoint (e.g. a converted torchvision model) or a training
   workdir. The classifier ('fc') keeps its fresh initialisation when its shape differs (another
-  number of classes); any other mismatch is an error.
+  number of classes); any other mismatch is an error. When `expected` (this run's spec) is given, a
+  different input channel count is an error and a different normalisation a warning: the features
+  were learnt on inputs normalised as the checkpoint's spec says.
   """
-  variables, _ = checkpoints.load_variables(directory)
+  variables, theirs_spec = checkpoints.load_variables(directory)
+  if expected is not None:
+    _check_pretrained_input(theirs_spec, expected, directory)
   ours = {"params": state.params, "batch_stats": state.batch_stats}
   flat_ours = dict(_flatten(ours))
   flat_theirs = dict(_flatten(variables))
@@ -178,6 +184,17 @@ def load_pretrained(state: TrainState, directory: str) -> TrainState:
                        f"the model expects {value.shape}")
   loaded = _unflatten(merged)
   return state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
+
+
+def _check_pretrained_input(theirs: spec_lib.ModelSpec, ours: spec_lib.ModelSpec,
+                            directory: str) -> None:
+  if theirs.in_channels != ours.in_channels:
+    raise ValueError(f"init_from {directory}: the checkpoint takes {theirs.in_channels}-channel "
+                     f"input, this run {ours.in_channels}-channel")
+  if (theirs.mean_255, theirs.std_255) != (ours.mean_255, ours.std_255):
+    log.warning("init_from %s: the checkpoint was trained with mean %s, std %s (0-255 scale); this "
+                "run normalises with mean %s, std %s", directory, theirs.mean_255, theirs.std_255,
+                ours.mean_255, ours.std_255)
 
 
 def _flatten(tree, prefix=()):
@@ -422,6 +439,7 @@ class Data:
   eval: Any
   num_classes: int
   image_shape: tuple
+  class_names: tuple = ()
 
 
 def create_data(config: ml_collections.ConfigDict) -> Data:
@@ -431,9 +449,26 @@ def create_data(config: ml_collections.ConfigDict) -> Data:
   kw = dict(dataset=config.dataset, data_dir=config.data_dir, image_shape=image_shape,
             num_classes=config.num_classes or 1000, synthetic_examples=config.synthetic_examples)
   train = input_pipeline.get_source(config.source, config.train_split, **kw)
-  evaluation = input_pipeline.get_source(config.source, config.eval_split, **kw)
+  # An image folder's classes are the training split's, whatever folders the other split has.
+  evaluation = input_pipeline.get_source(config.source, config.eval_split,
+                                         class_names=getattr(train, "class_names", None), **kw)
   num_classes = config.num_classes or train.num_classes
-  return Data(train, evaluation, num_classes, image_shape)
+  names = tuple(getattr(train, "class_names", None) or ())
+  return Data(train, evaluation, num_classes, image_shape,
+              names if len(names) == num_classes else ())
+
+
+def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> spec_lib.ModelSpec:
+  """What this run's checkpoints hold and how the model is fed: the normalisation, and the crop and
+  resize of training's center evaluation (`eval_sizes`: FixRes' val sizes when set)."""
+  overrides = json.loads(json.dumps(config.model_overrides.to_dict()))
+  in_channels = overrides.pop("in_channels", models.ResNet.in_channels)
+  crop, crop_fraction = eval_sizes(config)
+  return spec_lib.ModelSpec(
+      arch=config.model, num_classes=data.num_classes, in_channels=in_channels,
+      model_overrides=overrides, image_size=crop, resize_size=int(round(crop / crop_fraction)),
+      mean_255=tuple(config.mean), std_255=tuple(config.std), class_names=data.class_names,
+      source={"kind": "training", "workdir": os.path.abspath(workdir)})
 
 
 def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
@@ -564,7 +599,7 @@ class Run:
   batches: input_pipeline.DeviceIterator
   checkpoints: checkpoints.TrainCheckpoints
   writer: MetricWriter
-  metadata: dict
+  spec: spec_lib.ModelSpec
   total_steps: int
   steps_per_epoch: float
   last_checkpoint: Optional[int] = None
@@ -610,35 +645,34 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
       functools.partial(eval_step, **bound))
 
+  spec = model_spec(config, data, workdir)  # Validated before anything is written to the workdir.
   os.makedirs(workdir, exist_ok=True)
-  # What `resnet-jax evaluate` needs to feed the model as it was trained.
-  metadata = {"arch": config.model, "num_classes": data.num_classes,
-              "model_overrides": json.loads(json.dumps(config.model_overrides.to_dict())),
-              "mean": list(config.mean), "std": list(config.std), "image_size": config.image_size}
   ckpts = checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
   batches = train_batches(config, data, layout)
   state = initial_state(model, tx, data.image_shape, config.seed, config.model_ema)
   try:  # Restored before anything else is written, so a refused workdir is left as it was.
-    restored = ckpts.restore_latest(serialization.to_state_dict(state), batches, metadata)
+    restored = ckpts.restore_latest(serialization.to_state_dict(state), batches,
+                                    checkpoints.training_meta(spec))
     if restored is not None:
       state = serialization.from_state_dict(state, restored[0])
       log.info("resumed from the checkpoint of step %d in %s", int(state.step), workdir)
     elif config.init_from:
-      state = load_pretrained(state, config.init_from)
+      state = load_pretrained(state, config.init_from, expected=spec)
       log.info("initialised from %s", config.init_from)
   except BaseException:
     ckpts.close()
     raise
   run = Run(config, layout, train_fn, eval_fn, data, batches, ckpts, MetricWriter(workdir),
-            metadata, total_steps, steps_per_epoch,
+            spec, total_steps, steps_per_epoch,
             last_checkpoint=int(state.step) if restored is not None else None)
   return run, layout.put_state(state)
 
 
 def save_checkpoint(run: Run, state, step: int) -> None:
   host = serialization.to_state_dict(run.layout.get_state(state))
-  run.checkpoints.save(step, host, run.batches.get_state(), run.metadata)
+  spec = run.spec.replace(source=dict(run.spec.source, step=step))
+  run.checkpoints.save(step, host, run.batches.get_state(), checkpoints.training_meta(spec))
   run.last_checkpoint = step
 
 

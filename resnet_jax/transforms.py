@@ -15,10 +15,12 @@ import dataclasses
 import functools
 import importlib.resources
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
+
+from resnet_jax import images as images_lib
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,12 +34,15 @@ class ImageClassification:
     crop_size: side of the square center crop (224 for every torchvision ResNet).
     resize_size: the shorter side is resized to this first: 256 for the IMAGENET1K_V1 weights,
       232 for IMAGENET1K_V2 (and resnext101_64x4d's V1).
-    mean, std: per-channel normalisation of the [0, 1] pixels, RGB.
+    mean, std: per-channel normalisation of the [0, 1] pixels (RGB, or luma for 1 channel); std
+      None divides by nothing (the paper's mean subtraction only).
+    channels: 3 (RGB) or 1 (greyscale, ITU-R 601 luma as PIL's and torchvision's Grayscale).
   """
   crop_size: int = 224
   resize_size: int = 256
   mean: Sequence[float] = IMAGENET_MEAN
-  std: Sequence[float] = IMAGENET_STD
+  std: Optional[Sequence[float]] = IMAGENET_STD
+  channels: int = 3
 
   def __call__(self, images: Any) -> np.ndarray:
     """Preprocesses one image or a sequence of them.
@@ -47,7 +52,10 @@ class ImageClassification:
         uint8 array (N, H, W, C) is a batch.
 
     Returns:
-      float32 array (N, crop_size, crop_size, 3), N = 1 for a single image.
+      float32 array (N, crop_size, crop_size, channels), N = 1 for a single image.
+
+    Raises:
+      images.ImageError: a file that cannot be decoded, named in the message.
     """
     if isinstance(images, np.ndarray) and images.ndim == 4:
       images = list(images)
@@ -56,16 +64,17 @@ class ImageClassification:
     return np.stack([self.one(image) for image in images])
 
   def one(self, image: Any) -> np.ndarray:
-    """Preprocesses a single image to a float32 (crop_size, crop_size, 3) array."""
-    image = to_pil(image)
+    """Preprocesses a single image to a float32 (crop_size, crop_size, channels) array."""
+    image = to_pil(image, self.channels)
     w, h = image.size
     new_h, new_w = resized_size(h, w, self.resize_size)
     if (new_h, new_w) != (h, w):  # as torchvision: an image already at size is not resampled
       image = image.resize((new_w, new_h), Image.BILINEAR)  # PIL always antialiases
-    pixels = center_crop(np.asarray(image), self.crop_size)
+    pixels = np.asarray(image)
+    pixels = center_crop(pixels[..., None] if pixels.ndim == 2 else pixels, self.crop_size)
     # Same float32 operations, in the same order, as convert_image_dtype and normalize.
-    x = pixels.astype(np.float32) / np.float32(255)
-    return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+    x = pixels.astype(np.float32) / np.float32(255) - np.asarray(self.mean, np.float32)
+    return x if self.std is None else x / np.asarray(self.std, np.float32)
 
 
 def for_resize(resize_size: int) -> ImageClassification:
@@ -73,22 +82,25 @@ def for_resize(resize_size: int) -> ImageClassification:
   return ImageClassification(resize_size=resize_size)
 
 
-def to_pil(image: Any) -> Image.Image:
-  """An RGB PIL image from a PIL image, a path, or a uint8 array (grayscale, RGB or RGBA)."""
+def to_pil(image: Any, channels: int = 3) -> Image.Image:
+  """An RGB (channels 3) or 'L' (channels 1) PIL image from a PIL image of any mode (16-bit and float
+  scaled, see `images`), a file path, or a uint8 array (grayscale, RGB or RGBA)."""
   if isinstance(image, (str, os.PathLike)):
-    with Image.open(image) as f:
-      return f.convert("RGB")
-  if isinstance(image, Image.Image):
-    return image if image.mode == "RGB" else image.convert("RGB")
+    image = images_lib.load_image(image, channels)
+  elif isinstance(image, Image.Image):
+    image = images_lib.to_uint8(image, channels)
   pixels = np.asarray(image)
+  if channels == 1 and pixels.ndim == 3 and pixels.shape[-1] == 1:
+    return Image.fromarray(pixels[..., 0], mode="L")
   if pixels.dtype != np.uint8:
     raise TypeError(f"expected uint8 pixels (0..255), got {pixels.dtype}; convert [0, 1] floats with "
                     "(x * 255).round().astype(np.uint8)")
+  mode = "L" if channels == 1 else "RGB"
   if pixels.ndim == 2:
-    return Image.fromarray(pixels).convert("RGB")
+    return Image.fromarray(pixels).convert(mode)
   if pixels.ndim != 3 or pixels.shape[-1] not in (3, 4):
     raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {pixels.shape}")
-  return Image.fromarray(pixels).convert("RGB")
+  return Image.fromarray(pixels).convert(mode)
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:

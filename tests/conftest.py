@@ -30,3 +30,77 @@ def torch(torchvision):
   import torch as torch_module
   torch_module.set_num_threads(2)
   return torch_module
+
+
+def _digest(root) -> dict:
+  """{relative path: (size, SHA-256)} of every file under `root`: proves nothing was changed."""
+  import hashlib
+  out = {}
+  for directory, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = (os.path.getsize(path), hashlib.sha256(f.read()).hexdigest())
+  return out
+
+
+@pytest.fixture(scope="session")
+def digest():
+  return _digest
+
+
+def _tiny_run_config(**fields):
+  """A 3-block ResNet-20 trained for 2 steps of batch 8: seconds, and every file a real run writes."""
+  import ml_collections
+  from configs import default
+  config = default.get_config()
+  config.model = "resnet20"
+  config.model_overrides = ml_collections.ConfigDict({"stage_sizes": (1, 1, 1)})
+  config.augment = "none"
+  config.batch_size, config.num_train_steps = 8, 2
+  config.schedule_unit, config.lr_boundaries = "steps", ()
+  config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 1, 1000, 2
+  config.progress_bar, config.num_data_threads, config.prefetch_batches = False, 1, 1
+  for key, value in fields.items():
+    config[key] = value
+  return config
+
+
+@pytest.fixture(scope="session")
+def digits_workdir(tmp_path_factory):
+  """The digits recipe's model shape (1 input channel, 16 px) trained for 2 steps. Read-only for tests."""
+  import ml_collections
+  from resnet_jax import train_lib
+  config = _tiny_run_config(source="digits", train_split="train", eval_split="test", image_size=16,
+                            eval_crop_fraction=1.0, mean=(84.0,), std=(105.0,))
+  config.model_overrides = ml_collections.ConfigDict({"stage_sizes": (1, 1, 1), "in_channels": 1})
+  workdir = str(tmp_path_factory.mktemp("digits_run"))
+  train_lib.train_and_evaluate(config, workdir)
+  return workdir
+
+
+FOLDER_CLASSES = ("ant", "bee", "cat")
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory):
+  """(workdir, data root) of a 3-channel 16-px image-folder run with its own mean/std and a center
+  evaluation resize of 20 (crop fraction 0.8). The 'val' split lacks the class 'bee'."""
+  import numpy as np
+  from PIL import Image
+  from resnet_jax import train_lib
+  root = tmp_path_factory.mktemp("folder_data")
+  rng = np.random.default_rng(0)
+  for split, classes, count in (("train", FOLDER_CLASSES, 4), ("val", ("ant", "cat"), 2)):
+    for label, name in enumerate(classes):
+      os.makedirs(root / split / name)
+      for i in range(count):
+        colour = np.array([60, 120, 200]) if name == "ant" else np.array([200, 90, 30]) * (label + 1) // 3
+        pixels = np.clip(colour + rng.normal(0, 20, (20, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+  config = _tiny_run_config(source="folder", data_dir=str(root), train_split="train", eval_split="val",
+                            image_size=16, eval_crop_fraction=0.8, mean=(100.0, 110.0, 120.0),
+                            std=(50.0, 60.0, 70.0))
+  workdir = str(tmp_path_factory.mktemp("folder_run"))
+  train_lib.train_and_evaluate(config, workdir)
+  return workdir, str(root)

@@ -11,6 +11,10 @@ import pytest
 
 from resnet_jax import checkpoints, models, train_lib
 from resnet_jax.input_pipeline import DeviceIterator, InMemorySource, train_dataset
+from resnet_jax.spec import ModelSpec
+
+SPEC = ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
+                 image_size=8, resize_size=8, mean_255=(84.0,), std_255=(105.0,))
 
 
 def _state(value: float) -> dict:
@@ -34,17 +38,17 @@ def _position(step: int) -> bytes:
 def _save_steps(workdir, steps, keep=None):
   with checkpoints.TrainCheckpoints(str(workdir), keep=keep) as ckpts:
     for step in steps:
-      ckpts.save(step, _state(step), _position(step), {"arch": "resnet20", "num_classes": 10})
+      ckpts.save(step, _state(step), _position(step), checkpoints.training_meta(SPEC))
 
 
 def test_save_and_load_variables_round_trip(tmp_path):
   variables = {"params": _state(1.0)["params"], "batch_stats": _state(1.0)["batch_stats"]}
-  checkpoints.save_variables(str(tmp_path / "m"), variables, {"arch": "resnet20", "num_classes": 10})
-  loaded, meta = checkpoints.load_variables(str(tmp_path / "m"))
+  checkpoints.save_variables(str(tmp_path / "m"), variables, SPEC)
+  loaded, spec = checkpoints.load_variables(str(tmp_path / "m"))
   np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], variables["params"]["conv"]["kernel"])
-  assert meta == {"arch": "resnet20", "num_classes": 10}
+  assert spec == SPEC
   with pytest.raises(FileExistsError):
-    checkpoints.save_variables(str(tmp_path / "m"), variables, {"arch": "resnet20"})
+    checkpoints.save_variables(str(tmp_path / "m"), variables, SPEC)
 
 
 def test_keep_last_k_and_resume_position(tmp_path):
@@ -60,9 +64,9 @@ def test_keep_last_k_and_resume_position(tmp_path):
 
 def test_load_variables_reads_a_training_workdir(tmp_path):
   _save_steps(tmp_path, [5, 7])
-  variables, meta = checkpoints.load_variables(str(tmp_path))
+  variables, spec = checkpoints.load_variables(str(tmp_path))
   assert set(variables) == {"params", "batch_stats"}
-  assert meta["arch"] == "resnet20" and meta["num_classes"] == 10 and meta["step"] == 7
+  assert spec == SPEC.replace(source={"step": 7})
   assert float(variables["params"]["fc"]["bias"][0]) == 7.0
 
 
@@ -124,7 +128,7 @@ def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
   _damage(tmp_path / "checkpoints" / "3", damage)
   before = _hashes(tmp_path)
   # A reader skips the damaged step and changes nothing.
-  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 2
+  assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 2
   assert _hashes(tmp_path) == before
   it = _iterator()
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
@@ -133,7 +137,7 @@ def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
     assert it.get_state() == _position(2)
     assert ckpts.steps() == [1, 2]
     for step in (3, 4):
-      ckpts.save(step, _state(step), _position(step), {"arch": "resnet20", "num_classes": 10})
+      ckpts.save(step, _state(step), _position(step), checkpoints.training_meta(SPEC))
     ckpts.wait()
     assert ckpts.steps() == [1, 2, 3, 4]
   aside = f"checkpoints/damaged/3-{DAMAGES[damage]}/"
@@ -141,7 +145,7 @@ def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
   after = _hashes(tmp_path)
   assert {k: v for k, v in after.items() if k in moved} == moved  # Nothing lost or changed.
   assert os.path.isdir(tmp_path / aside)
-  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 4
+  assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 4
 
 
 def test_stray_empty_step_directory_never_blocks_saving(tmp_path):
@@ -152,7 +156,7 @@ def test_stray_empty_step_directory_never_blocks_saving(tmp_path):
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     _, meta = ckpts.restore_latest(_state(0), _iterator())
     assert meta["step"] == 2
-    ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+    ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
     ckpts.wait()
     assert ckpts.steps() == [1, 2, 3]
   assert os.listdir(tmp_path / "checkpoints" / "damaged") == ["1000-empty"]
@@ -162,7 +166,7 @@ def test_a_save_orbax_would_skip_is_an_error(tmp_path):
   _save_steps(tmp_path, [5])
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.CheckpointError, match="step 3 was not saved.*holds step 5"):
-      ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+      ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
 
 
 def test_another_model_is_named_and_nothing_moves(tmp_path):
@@ -173,7 +177,7 @@ def test_another_model_is_named_and_nothing_moves(tmp_path):
   before = _hashes(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.WorkdirMismatchError) as error:
-      ckpts.restore_latest(_state(0), _iterator(), {"arch": "resnet32", "num_classes": 10})
+      ckpts.restore_latest(_state(0), _iterator(), checkpoints.training_meta(SPEC.replace(arch="resnet32")))
   message = str(error.value)
   assert "trained with resnet20; you asked for resnet32" in message and "\n" not in message
   assert "arch: 'resnet20' -> 'resnet32'" in message and len(message) < 500
@@ -187,7 +191,7 @@ def test_another_state_layout_is_named_not_called_damage(tmp_path):
   before = _hashes(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.WorkdirMismatchError, match=r"another layout.*\['opt_state'\]\['1'\]"):
-      ckpts.restore_latest(other, _iterator(), {"arch": "resnet20", "num_classes": 10})
+      ckpts.restore_latest(other, _iterator(), checkpoints.training_meta(SPEC))
   assert _hashes(tmp_path) == before
 
 
@@ -227,7 +231,7 @@ def test_init_from_converted_model_replaces_the_head(tmp_path):
   src_state = train_lib.initial_state(source, optax.sgd(0.1), (8, 8, 1), seed=1)
   checkpoints.save_variables(str(tmp_path / "converted"),
                              {"params": src_state.params, "batch_stats": src_state.batch_stats},
-                             {"arch": "resnet20", "num_classes": 10})
+                             SPEC)
   target = models.get_model("resnet20", num_classes=5, **tiny)
   fresh = train_lib.initial_state(target, optax.sgd(0.1), (8, 8, 1), seed=2)
   loaded = train_lib.load_pretrained(fresh, str(tmp_path / "converted"))
@@ -259,14 +263,14 @@ def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch)
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full)
   ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=None)
   with pytest.raises(Exception, match="No space left on device"):
-    ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+    ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
     ckpts.wait()
   assert ckpts.steps() == [1, 2]
   assert {k: v for k, v in _hashes(tmp_path).items() if k in before} == before
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", original)
-  ckpts.save(3, _state(3), _position(3), {"arch": "resnet20"})
+  ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
   ckpts.close()
-  assert checkpoints.load_variables(str(tmp_path))[1]["step"] == 3
+  assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 3
 
 
 def test_another_process_count_is_named_not_called_damage(tmp_path):

@@ -1,6 +1,7 @@
 """The `resnet-jax` command line, run for real on resnet18 at small sizes."""
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from flax import traverse_util
 from PIL import Image
 
-from resnet_jax import checkpoints, cli, convert, transforms
+from resnet_jax import checkpoints, cli, convert, input_pipeline, transforms
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +81,11 @@ def test_convert_export_round_trip(capsys, pth, resnet18, torch, tmp_path):
   out_dir = tmp_path / "ckpt"
   code, out, err = _run(capsys, "convert", "--weights", str(pth), "--out", str(out_dir))
   assert code == 0, err
-  variables, metadata = checkpoints.load_variables(str(out_dir))
-  assert metadata["arch"] == "resnet18" and metadata["num_classes"] == 1000
-  assert metadata["source"] == str(pth) and metadata["head"] == "converted"
+  variables, spec = checkpoints.load_variables(str(out_dir))
+  assert spec.arch == "resnet18" and spec.num_classes == 1000 and spec.in_channels == 3
+  assert spec.class_names == transforms.imagenet_classes() and spec.resize_size == 256
+  assert spec.source["file"] == str(pth) and spec.source["head"] == "converted"
+  assert spec.source["sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
   _assert_same(variables, convert.from_torchvision(resnet18))
 
   for name in ("model.pth", "model.safetensors"):
@@ -104,9 +107,9 @@ def test_convert_with_a_new_head(capsys, pth, tmp_path):
   code, out, err = _run(capsys, "convert", "--arch", "resnet18", "--weights", str(pth),
                         "--out", str(tmp_path / "ckpt"), "--num-classes", "10")
   assert code == 0, err
-  variables, metadata = checkpoints.load_variables(str(tmp_path / "ckpt"))
+  variables, spec = checkpoints.load_variables(str(tmp_path / "ckpt"))
   assert variables["params"]["fc"]["kernel"].shape == (512, 10)
-  assert metadata["num_classes"] == 10 and metadata["head"].startswith("new")
+  assert spec.num_classes == 10 and spec.source["head"].startswith("new") and spec.class_names == ()
 
 
 def test_predict_prints_torchvision_s_top5(capsys, pth, photos, resnet18, torchvision, torch, tmp_path):
@@ -178,7 +181,7 @@ def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
 def test_evaluate_passes_its_arguments_through(capsys, monkeypatch):
   calls = []
   fake = types.ModuleType("resnet_jax.evaluate")
-  fake.main = lambda argv: calls.append(argv) or 0
+  fake.main = lambda argv, debug=False: calls.append(argv) or 0
   monkeypatch.setitem(sys.modules, "resnet_jax.evaluate", fake)
   # `from resnet_jax import evaluate` reads the package attribute when another test imported it first.
   import resnet_jax
@@ -255,3 +258,143 @@ def test_user_errors_are_one_line_on_stderr(capsys, tmp_path):
                ["train", "--config", missing + ".py", "--workdir", str(tmp_path / "run")]):
     _assert_one_line_error(capsys, argv[0], argv)
   assert sorted(os.listdir(tmp_path)) == ["x.png"]  # nothing written on the way out
+
+
+# ----------------------------------------------------------------------------------------------
+# Every command on every directory another command wrote, fed as the model was trained.
+
+def _predictions(out):
+  """{image: [(probability, name, index), ...]} from predict's output."""
+  result, current = {}, None
+  for line in out.splitlines():
+    if not line.startswith("  "):
+      current = result.setdefault(line, [])
+      continue
+    p, rest = line.split(maxsplit=1)
+    name, index = rest.rsplit(" (", 1)
+    current.append((float(p), name, int(index.rstrip(")"))))
+  return result
+
+
+def _training_eval_probabilities(workdir, pixels, size, crop_fraction, mean, std):
+  """Softmax of the run's model on `pixels` preprocessed as training evaluated (input_pipeline)."""
+  import jax
+  variables, spec = checkpoints.load_variables(workdir)
+  x = input_pipeline.center_crop(pixels, size, crop_fraction).astype(np.float64)
+  x = ((x - np.asarray(mean)) / np.asarray(std)).astype(np.float32)[None]
+  return np.asarray(jax.nn.softmax(spec.build().apply(variables, x)))[0]
+
+
+def test_predict_and_export_a_digits_workdir(capsys, digits_workdir, digest, tmp_path):
+  before = digest(digits_workdir)
+  digit = input_pipeline.digits("test").images[0]  # 8x8x1 uint8
+  image = tmp_path / "digit.png"
+  Image.fromarray(digit[..., 0]).save(image)
+  code, out, err = _run(capsys, "predict", "--weights", digits_workdir, "--top", "3", str(image))
+  assert code == 0, err
+  # The run's center evaluation: 8 -> 16 pixels (crop fraction 1), one channel, mean 84, std 105.
+  want = _training_eval_probabilities(digits_workdir, digit, 16, 1.0, (84.0,), (105.0,))
+  top = np.argsort(-want)[:3]
+  assert _predictions(out)[str(image)] == [(pytest.approx(want[k], abs=1e-4), str(k), k) for k in top]
+
+  exported = tmp_path / "digits.safetensors"
+  code, out, err = _run(capsys, "export", "--checkpoint", digits_workdir, "--out", str(exported))
+  assert code == 0, err
+  from safetensors import safe_open
+  variables, spec = checkpoints.load_variables(digits_workdir)
+  with safe_open(str(exported), "numpy") as f:
+    np.testing.assert_array_equal(f.get_tensor("conv1.weight"),
+                                  variables["params"]["conv1"]["kernel"].transpose(3, 2, 0, 1))
+    assert f.get_tensor("conv1.weight").shape == (16, 1, 3, 3)
+    assert json.loads(f.metadata()["resnet_jax.spec"]) == spec.to_json()
+  assert digest(digits_workdir) == before
+
+
+def test_predict_feeds_a_folder_run_its_size_statistics_and_class_names(capsys, folder_run, digest):
+  workdir, root = folder_run
+  before = digest(workdir)
+  image = os.path.join(root, "val", "cat", "0.png")
+  code, out, err = _run(capsys, "predict", "--weights", workdir, "--top", "3", image)
+  assert code == 0, err
+  # 20x24 -> shorter side 20 (16 / 0.8) -> center 16x16, the run's own mean and std.
+  want = _training_eval_probabilities(workdir, np.asarray(Image.open(image)), 16, 0.8,
+                                      (100.0, 110.0, 120.0), (50.0, 60.0, 70.0))
+  names = ("ant", "bee", "cat")
+  assert _predictions(out)[image] == [(pytest.approx(want[k], abs=1e-4), names[k], k)
+                                      for k in np.argsort(-want)]
+  assert digest(workdir) == before
+
+
+def _one_line_error(code, err, *fragments):
+  """Exit 2, and the error is the last line of stderr, whole (informational log lines may precede it)."""
+  assert code == 2
+  assert "Traceback" not in err and err.endswith("\n"), err
+  last = err.splitlines()[-1]
+  assert last.startswith("resnet-jax ") and ": error: " in last, err
+  for fragment in fragments:
+    assert fragment in last, err
+
+
+def test_bad_images_are_one_line_errors_naming_the_file(capsys, digits_workdir, digest, tmp_path):
+  before = digest(digits_workdir)
+  good = []
+  for i in range(2):
+    good.append(str(tmp_path / f"good{i}.jpg"))
+    Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)).save(good[-1], quality=95)
+  truncated = tmp_path / "truncated.jpg"
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(truncated)
+  truncated.write_bytes(truncated.read_bytes()[:600])
+  code, out, err = _run(capsys, "predict", "--weights", digits_workdir, good[0], str(truncated), good[1])
+  _one_line_error(code, err, f"{truncated}:", "truncated")
+  assert good[0] not in err and good[1] not in err
+
+  # PIL refuses to decode more than 2 x 89.5 million pixels; the header alone says 20000 x 20000.
+  bomb = tmp_path / "bomb.png"
+  bomb.write_bytes(_png_header_claiming(20000, 20000))
+  _one_line_error(*_run(capsys, "predict", "--weights", digits_workdir, str(bomb))[::2], f"{bomb}:",
+                  "too large")
+  assert digest(digits_workdir) == before
+
+
+def _png_header_claiming(width, height):
+  """A 1x1 grey PNG whose IHDR chunk claims `width` x `height`."""
+  import io
+  import struct
+  import zlib
+  buffer = io.BytesIO()
+  Image.new("L", (1, 1)).save(buffer, format="PNG")
+  data = bytearray(buffer.getvalue())
+  ihdr = data.index(b"IHDR")
+  data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+  data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+  return bytes(data)
+
+
+def test_debug_shows_the_traceback(capsys):
+  with pytest.raises(cli._Error, match="no image file at x.jpg"):
+    cli.main(["--debug", "predict", "--arch", "resnet18", "--weights", "IMAGENET1K_V1", "x.jpg"])
+  _one_line_error(*_run(capsys, "predict", "--arch", "resnet18", "--weights", "IMAGENET1K_V1",
+                        "x.jpg")[::2], "no image file at x.jpg")
+
+
+def test_conversion_refuses_integer_and_nonfinite_weights(capsys, resnet18, tmp_path):
+  from safetensors.numpy import save_file
+  state = {k: v.numpy() for k, v in resnet18.state_dict().items()}
+  integers = tmp_path / "integers.safetensors"
+  save_file(dict(state, **{"fc.bias": state["fc.bias"].astype(np.int64)}), str(integers))
+  nan = tmp_path / "nan.safetensors"
+  bad = state["layer1.0.conv1.weight"].copy()
+  bad[0, 0, 0, 0] = np.nan
+  save_file(dict(state, **{"layer1.0.conv1.weight": bad}), str(nan))
+  inputs = {p: p.read_bytes() for p in (integers, nan)}
+  _one_line_error(*_run(capsys, "convert", "--weights", str(integers), "--out",
+                        str(tmp_path / "a"))[::2], "fc.bias (int64)")
+  _one_line_error(*_run(capsys, "convert", "--weights", str(nan), "--out", str(tmp_path / "b"))[::2],
+                  "layer1.0.conv1.weight (1 of", "--allow-nonfinite")
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+  assert {p: p.read_bytes() for p in inputs} == inputs
+  code, _, err = _run(capsys, "convert", "--weights", str(nan), "--out", str(tmp_path / "c"),
+                      "--allow-nonfinite")
+  assert code == 0, err
+  assert np.isnan(checkpoints.load_variables(str(tmp_path / "c"))[0]["params"]["layer1_0"]["conv1"][
+      "kernel"]).sum() == 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpoints, evaluate, input_pipeline, models, protocols
+from resnet_jax.spec import ModelSpec
 
 # A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
 OVERRIDES = {"stage_sizes": [1, 1, 1], "in_channels": 1}
@@ -25,9 +26,9 @@ def checkpoint(tmp_path_factory):
   variables = jax.tree.map(lambda x: np.asarray(x) + 0.1 * rng.standard_normal(x.shape, np.float32),
                            variables)
   variables["batch_stats"] = jax.tree.map(np.abs, variables["batch_stats"])  # Variances > 0.
-  metadata = {"arch": "resnet20", "num_classes": 10, "model_overrides": OVERRIDES,
-              "mean": list(MEAN), "std": list(STD), "image_size": 8}
-  directory = checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "model", variables, metadata)
+  spec = ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
+                   image_size=8, resize_size=round(8 * 256 / 224), mean_255=MEAN, std_255=STD)
+  directory = checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "model", variables, spec)
   return directory, model, variables
 
 
@@ -78,17 +79,12 @@ def test_paper_sizes_at_224():
     evaluate.view_sizes("center", 32, resize_size=30)
 
 
-def test_preprocessing_sources_in_order():
-  converted = {"arch": "resnet50", "num_classes": 1000, "weights": "IMAGENET1K_V2", "crop_size": 224}
-  prep = evaluate.preprocessing(converted)
-  assert prep.mean == input_pipeline.IMAGENET_MEAN and prep.image_size == 224
-  from configs import digits
-  workdir_meta = {"arch": "resnet20", "num_classes": 10, "step": 5}
-  prep = evaluate.preprocessing(workdir_meta, config=digits.get_config())
-  assert (prep.mean, prep.std, prep.image_size) == ((84.0,), (105.0,), 16)
-  assert evaluate.preprocessing(workdir_meta, config=digits.get_config(), image_size=8).image_size == 8
-  with pytest.raises(ValueError, match="--config"):
-    evaluate.preprocessing(workdir_meta)
+def test_preprocessing_is_the_spec_s_unless_overridden():
+  spec = ModelSpec("resnet50", 1000)
+  prep = evaluate.preprocessing(spec)
+  assert (prep.mean, prep.std, prep.image_size) == (spec.mean_255, spec.std_255, 224)
+  assert evaluate.preprocessing(spec, image_size=8, std=(2.0, 2.0, 2.0)) == evaluate.Preprocessing(
+      spec.mean_255, (2.0, 2.0, 2.0), 8)
 
 
 def test_main_prints_errors(checkpoint, capsys):
@@ -100,18 +96,28 @@ def test_main_prints_errors(checkpoint, capsys):
   assert "top-5 error" in out
 
 
-def test_main_reports_a_missing_normalisation(checkpoint, tmp_path, capsys):
-  variables, metadata = checkpoints.load_variables(checkpoint[0])
-  bare = {k: v for k, v in metadata.items() if k not in ("mean", "std", "image_size")}
-  directory = checkpoints.save_variables(tmp_path / "bare", variables, bare)
+def test_main_refuses_a_checkpoint_without_a_spec(checkpoint, tmp_path, capsys):
+  """What a current-main training run or an old save_variables wrote: the fix is named, one line."""
+  variables, _ = checkpoints.load_variables(checkpoint[0])
+  directory = checkpoints.save_variables(tmp_path / "old", variables, ModelSpec("resnet20", 10))
+  (tmp_path / "old" / "model.json").write_text('{"arch": "resnet20", "num_classes": 10}')
   assert evaluate.main(["--checkpoint", directory, "--dataset", "digits"]) == 2
-  assert "--config" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "older resnet_jax" in err and "model.json" in err
+
+
+def test_folder_labels_follow_the_model_s_classes(folder_run):
+  """The 'val' folder lacks 'bee': its 'cat' images are label 2, the model's 'cat', not 1."""
+  workdir, root = folder_run
+  result = evaluate.evaluate(workdir, "folder", split="val", data_dir=root, per_device_batch=1)
+  assert result.count == 4
+  np.testing.assert_array_equal(np.sort(result.labels), [0, 0, 2, 2])
 
 
 def test_center_uses_the_resize_recorded_with_converted_weights(checkpoint, source):
   directory, model, variables = checkpoint
-  _, metadata = checkpoints.load_variables(directory)
-  recorded = evaluate.evaluate((variables, dict(metadata, resize_size=12)), source, "center",
+  _, spec = checkpoints.load_variables(directory)
+  recorded = evaluate.evaluate((variables, spec.replace(resize_size=12)), source, "center",
                                per_device_batch=1, images_per_call=4)
   views_fn = protocols.get_protocol("center", resize_size=12, crop_size=8)
   images = [source[i]["image"] for i in range(NUM_EXAMPLES)]

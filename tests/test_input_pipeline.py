@@ -1,6 +1,7 @@
 """Tests of resnet_jax.input_pipeline: sources (TFDS mock, image folder, digits), augmentation, sharding."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -330,6 +331,7 @@ def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, 
   Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(tmp_path / "c" / "cut.jpg")
   cut = (tmp_path / "c" / "cut.jpg").read_bytes()
   (tmp_path / "c" / "cut.jpg").write_bytes(cut[:len(cut) // 2])  # The header, half the data.
+  (tmp_path / "d").mkdir()  # A folder needs 2 classes; this one holds no image.
   source = ip.ImageFolderSource(str(tmp_path))
   calls = []
   monkeypatch.setattr(ip.ImageFolderSource, "__getitem__",
@@ -341,3 +343,50 @@ def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, 
   ds = ip.train_dataset(source, global_batch_size=2, image_size=8, augment="torchvision", seed=0,
                         fast_decode=True)
   assert ds[0]["image"].shape == (2, 8, 8, 3) and sorted(calls) == [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Image folders: the training split's classes number every split's labels.
+
+def _folder(root, split, classes, count=1):
+  for name in classes:
+    os.makedirs(os.path.join(root, split, name))
+    for i in range(count):
+      Image.new("RGB", (4, 4), (len(name), i, 0)).save(os.path.join(root, split, name, f"{i}.png"))
+
+
+def _folder_config(root, eval_split="val"):
+  from configs import default
+  config = default.get_config()
+  config.source, config.data_dir, config.train_split, config.eval_split = "folder", root, "train", eval_split
+  return config
+
+
+def test_a_validation_folder_missing_a_class_keeps_every_label(tmp_path):
+  from resnet_jax import train_lib
+  root = str(tmp_path)
+  _folder(root, "train", ("ant", "bee", "cat"))
+  _folder(root, "val", ("ant", "cat"), count=2)
+  data = train_lib.create_data(_folder_config(root))
+  assert data.num_classes == 3 and data.class_names == ("ant", "bee", "cat")
+  labels = {os.path.basename(os.path.dirname(path)): label for path, label in data.eval.files}
+  assert labels == {"ant": 0, "cat": 2}  # 'cat' is 1 among the validation folders alone
+
+
+def test_an_unknown_or_single_class_is_a_one_line_error(tmp_path, digest):
+  from resnet_jax import train_lib
+  root = str(tmp_path / "data")
+  _folder(root, "train", ("ant", "bee"))
+  _folder(root, "val", ("ant", "bee", "wasp"))
+  _folder(root, "one", ("ant",))
+  before = digest(root)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"^image folder '.*/val' has class folder 'wasp' that the "
+                                       r"training split does not have \(its classes: ant, bee\)$"):
+    train_lib.train_and_evaluate(_folder_config(root), workdir)
+  config = _folder_config(root)
+  config.train_split = "one"
+  with pytest.raises(ValueError, match=r"^image folder '.*/one' has 1 class folder\(s\) \['ant'\]; a "
+                                       r"classifier needs at least 2 classes$"):
+    train_lib.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir) and digest(root) == before

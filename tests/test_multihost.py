@@ -88,7 +88,7 @@ def test_two_processes_match_one(tmp_path, parallelism, one_process):
 
   ref, ref_meta = one_process
   got, meta = checkpoints.load_variables(str(tmp_path / "two"))
-  assert ref_meta["step"] == meta["step"] == 6
+  assert ref_meta.source["step"] == meta.source["step"] == 6
   # Same examples per global batch; only the order of the cross-device sums differs.
   for part in ("params", "batch_stats"):
     flat_ref, flat_got = _flat(ref[part]), _flat(got[part])

@@ -109,7 +109,7 @@ def uninterrupted(env):
 
 def _assert_same_as_uninterrupted(workdir, uninterrupted):
   variables, meta = checkpoints.load_variables(str(workdir))
-  assert meta["step"] == STEPS
+  assert meta.source["step"] == STEPS
   for part in ("params", "batch_stats"):
     for (path, a), b in zip(_leaves(variables[part]), [x for _, x in _leaves(uninterrupted[0][part])]):
       np.testing.assert_array_equal(a, b, err_msg=f"{part}/{path}")  # Bit for bit.

@@ -255,12 +255,14 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_plot(tmp_path):
              for f in os.listdir(os.path.join(workdir, "tensorboard", "run")))
   with checkpoints.TrainCheckpoints(workdir, keep=None) as ckpts:
     assert ckpts.steps() == [3, 6]
-  variables, meta = checkpoints.load_variables(workdir)
-  assert meta["arch"] == "resnet20" and meta["num_classes"] == 10 and meta["step"] == 6
-  assert meta["model_overrides"] == {"stage_sizes": [1, 1, 1], "in_channels": 1}
+  variables, spec = checkpoints.load_variables(workdir)
+  assert (spec.arch, spec.num_classes, spec.in_channels) == ("resnet20", 10, 1)
+  assert spec.model_overrides == {"stage_sizes": [1, 1, 1]}
+  assert spec.source == {"kind": "training", "workdir": os.path.abspath(workdir), "step": 6}
   config = tiny_config()
-  assert (meta["mean"], meta["std"], meta["image_size"]) == (
-      list(config.mean), list(config.std), config.image_size)
+  assert (spec.mean_255, spec.std_255, spec.image_size, spec.resize_size) == (
+      config.mean, config.std, config.image_size, config.image_size)  # crop fraction 1
+  assert spec.class_names == tuple(str(d) for d in range(10))
   png = plot.plot_workdir(workdir)
   assert png.endswith(".png") and os.path.getsize(png) > 1000
 
