@@ -216,11 +216,13 @@ def from_training_meta(meta: dict, where: str) -> ModelSpec:
   """The spec recorded in a training checkpoint's meta, with the checkpoint's step in its source.
 
   Checkpoints written before ModelSpec recorded neither the resize nor the class names (the crop
-  fraction was not saved), so they are refused rather than guessed.
+  fraction was not saved), so they are refused rather than guessed. Training resumes them (the
+  trainer compares their fields with its config), and every checkpoint it saves records a spec.
   """
   if SPEC_KEY not in meta:
     raise SpecError(f"{where} was written by an older resnet_jax that did not record the model "
-                    "description; train again in a new workdir (or resume it with that version)")
+                    "description; train again, or resume an unfinished run with this version "
+                    "(its next checkpoint records it)")
   spec = ModelSpec.from_json(meta[SPEC_KEY], where)
   if "step" in meta:
     spec = spec.replace(source=dict(spec.source, step=int(meta["step"])))

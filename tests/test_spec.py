@@ -100,7 +100,7 @@ def test_an_older_conversion_is_translated_exactly(tmp_path):
 def test_training_meta_without_a_spec_is_refused_with_the_fix():
   old = {"arch": "resnet20", "num_classes": 10, "mean": [84.0], "std": [105.0], "image_size": 16,
          "step": 6}
-  with pytest.raises(SpecError, match="checkpoint 6 .* older resnet_jax .* train again"):
+  with pytest.raises(SpecError, match="checkpoint 6 .* older resnet_jax .* train again, or resume"):
     spec_lib.from_training_meta(old, "checkpoint 6 of /w")
   meta = {spec_lib.SPEC_KEY: _digits_spec().to_json(), "step": 6}
   assert spec_lib.from_training_meta(meta, "x").source["step"] == 6
