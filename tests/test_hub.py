@@ -134,3 +134,14 @@ def test_local_file_and_end_to_end_parity(published, resnet18, torchvision, torc
     expected = resnet18(preset(photo)[None]).numpy()
   agreement = convert.compare_logits(logits, expected)
   assert agreement.rel < 1e-5 and agreement.top1 == 1.0, agreement
+
+
+def test_pretrained_reads_a_workdir_s_spec(digits_workdir):
+  """pretrained() on a training workdir: the model and preprocessing its ModelSpec records."""
+  from resnet_jax import checkpoints
+  model, variables, transform = hub.pretrained(None, digits_workdir)
+  _, spec = checkpoints.load_variables(digits_workdir)
+  assert (model.in_channels, model.num_classes, tuple(model.stage_sizes)) == (1, 10, (1, 1, 1))
+  assert transform == spec.transform() and transform.channels == 1 and transform.crop_size == 16
+  with pytest.raises(ValueError, match="holds a resnet20, not a resnet50"):
+    hub.pretrained("resnet50", digits_workdir)
