@@ -188,6 +188,8 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: i
       "resnet_jax torchvision (threads, full decode)":
           lambda: resnet_jax_batches(root, fast_decode=False, **kw),
       "resnet_jax paper (threads, fast decode)": lambda: resnet_jax_batches(root, augment="paper", **kw),
+      "resnet_jax paper (threads, full decode)":
+          lambda: resnet_jax_batches(root, augment="paper", fast_decode=False, **kw),
       "torchvision DataLoader, uint8 out": lambda: torchvision_batches(root, normalize=False, **kw),
       "torchvision DataLoader, reference recipe (float out)":
           lambda: torchvision_batches(root, normalize=True, **kw),
