@@ -270,9 +270,13 @@ def paper_augment(image: np.ndarray, rng: np.random.Generator, size: int) -> np.
   """He et al. sec. 3.4: shorter side uniform in [256, 480] (scaled with `size`/224), a random
   size x size crop, flip, PCA lighting noise. float32 out (lighting is not integral); the step then
   normalises with `config.mean`/`config.std` as for every augmentation."""
-  short_side = (round(size * 256 / 224), round(size * 480 / 224))
-  return protocols.paper_augment(image, rng, short_side=short_side, crop_size=size,
+  return protocols.paper_augment(image, rng, short_side=_paper_short_side(size), crop_size=size,
                                  mean=np.zeros(3), std=None)
+
+
+def _paper_short_side(size: int) -> tuple[int, int]:
+  """The paper's [256, 480] for 224-px crops, scaled with the crop size."""
+  return round(size * 256 / 224), round(size * 480 / 224)
 
 
 def ten_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
@@ -321,7 +325,7 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.n
   """`paper_augment` of a JPEG's bytes: the random crop of the rescaled image is resized straight
   from the (DCT-reduced) decode, so the whole image is never rescaled."""
   h, w = jpeg.header_size(data)
-  lo, hi = round(size * 256 / 224), round(size * 480 / 224)  # As paper_augment.
+  lo, hi = _paper_short_side(size)
   short = int(rng.integers(lo, hi + 1))
   # The rescaled size exactly as protocols.resize_shorter_side (the longer side truncated).
   new_long = int(short * max(h, w) / min(h, w))
