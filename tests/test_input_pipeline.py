@@ -284,6 +284,10 @@ def test_fast_decode_keeps_the_exact_batches_where_no_reduction_applies(tmp_path
     (tmp_path / f"c{i % 3}").mkdir(exist_ok=True)
     Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)).save(
         tmp_path / f"c{i % 3}" / f"{i}.{'png' if i % 2 else 'jpg'}", quality=90)
+  gray = ip.ImageFolderSource(str(tmp_path), channels=1)  # Luma: always the source's decoding.
+  batch = ip.train_dataset(gray, global_batch_size=4, image_size=32, augment="torchvision", seed=1,
+                           fast_decode=True)[0]
+  assert batch["image"].shape == (4, 32, 32, 1)
   source = ip.ImageFolderSource(str(tmp_path))
   for augment in ("torchvision", "paper"):
     kw = dict(global_batch_size=4, image_size=32, augment=augment, seed=1)
