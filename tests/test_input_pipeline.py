@@ -1,5 +1,6 @@
 """Tests of resnet_jax.input_pipeline: sources (TFDS mock, image folder, digits), augmentation, sharding."""
 
+import io
 import json
 import os
 
@@ -198,6 +199,9 @@ class _TorchDraws:
   def integers(self, low, high):
     return self.torch.randint(low, high, size=(1,)).item()
 
+  def random(self):
+    return self.torch.rand(1).item()
+
 
 @pytest.mark.parametrize("height, width", [(375, 500), (300, 300), (10, 400), (400, 10), (50, 60)],
                          ids=["landscape", "square", "wide-fallback", "tall-fallback", "small"])
@@ -213,9 +217,24 @@ def test_crop_box_is_torchvisions_from_the_same_draws(torchvision, height, width
     assert ip.random_resized_crop_box(height, width, _TorchDraws(torch)) == tuple(want), seed
 
 
+def test_fast_path_is_torchvisions_transform_from_the_same_draws(torchvision):
+  """RandomResizedCrop(224) + RandomHorizontalFlip on the decoded photo, and the fast path on its JPEG
+  bytes from the same torch draws: the same bytes (a 451 x 300 photo never allows a reduced decode)."""
+  import torch
+  T = torchvision.transforms
+  data = _photo_jpegs()["chelsea"]
+  with Image.open(io.BytesIO(data)) as image:
+    photo = image.convert("RGB")
+  transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip()])
+  for seed in range(20):
+    torch.manual_seed(seed)
+    want = np.asarray(transform(photo))
+    torch.manual_seed(seed)
+    np.testing.assert_array_equal(ip.fast_random_resized_crop(data, _TorchDraws(torch), 224), want)
+
+
 def _photo_jpegs():
   from skimage import data
-  import io
   out = {}
   for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina"):
     buffer = io.BytesIO()
