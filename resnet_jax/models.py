@@ -25,7 +25,6 @@ NORMS = ("batch", "group", "folded")
 
 class _Folded(nn.Module):
   """Stands where a BatchNorm stood once `inference.fold_batchnorm` has moved it into the conv."""
-  scale_init: Any = None
 
   def __call__(self, x):
     return x
@@ -116,13 +115,15 @@ class BatchNorm(nn.Module):
     return (x * a.astype(dtype) + b.astype(dtype)).astype(dtype)
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions: conv-norm-relu, conv-norm, add the shortcut, relu. Expansion 1.
+class ResidualBlock(nn.Module):
+  """The fields and the shortcut shared by `BasicBlock` and `Bottleneck`; subclasses give the residual.
 
   Attributes:
-    planes: output channels of both convolutions.
+    planes: channels of the block's inner convolutions; the output has `planes * expansion`.
     conv, norm, act: the layers, passed in as partials by `ResNet`.
-    strides: stride of the first 3x3 convolution.
+    strides: stride of the block's 3x3 convolution.
+    groups, base_width, dilation: ResNeXt cardinality, width per group and dilation of the 3x3
+      convolution (Bottleneck only; `ResNet` rejects other values for BasicBlock, as torchvision).
     shortcut: 'projection' (1x1 conv + norm), 'pad' (paper's option A: subsample and zero-pad
       channels), 'identity', or None for a plain block without a shortcut.
     zero_init_last: initialise the last norm's scale to zero, so the block starts as its shortcut.
@@ -139,22 +140,44 @@ class BasicBlock(nn.Module):
   shortcut: Optional[str] = "identity"
   zero_init_last: bool = False
 
+  def last_norm(self, name: str):
+    """The block's last norm, zero-initialised under `zero_init_last` (torchvision's zero_init_residual)."""
+    if self.zero_init_last:
+      return self.norm(name=name, scale_init=nn.initializers.zeros)
+    return self.norm(name=name)
+
+  def add_shortcut(self, x, y):
+    """Adds the shortcut of the block's input `x` to its residual `y` and applies the activation."""
+    if self.shortcut is None:
+      return self.act(y)
+    out_channels = self.planes * self.expansion
+    if self.shortcut == "projection":
+      x = self.conv(out_channels, (1, 1), self.strides, padding=_pad(1), name="downsample_conv")(x)
+      x = self.norm(name="downsample_bn")(x)
+    elif self.shortcut == "pad":
+      # Option A of the paper (sec. 4.1): no parameters. Subsample spatially as the strided conv does,
+      # then append zero channels. Where the zeros go does not change what the network can represent.
+      x = x[:, ::self.strides, ::self.strides, :]
+      x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, out_channels - x.shape[-1])))
+    elif self.shortcut != "identity":
+      raise ValueError(f"unknown shortcut {self.shortcut!r}")
+    return self.act(y + x.astype(y.dtype))
+
+
+class BasicBlock(ResidualBlock):
+  """Two 3x3 convolutions: conv-norm-relu, conv-norm, add the shortcut, relu. Expansion 1."""
+  expansion: ClassVar[int] = 1
+
   @nn.compact
   def __call__(self, x):
-    if self.groups != 1 or self.base_width != 64:
-      raise ValueError("BasicBlock only supports groups=1 and width_per_group=64 (as torchvision); "
-                       f"got groups={self.groups}, width_per_group={self.base_width}")
-    if self.dilation > 1:
-      raise ValueError("BasicBlock does not support dilation > 1 (as torchvision)")
-    last_scale = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
     y = self.conv(self.planes, (3, 3), self.strides, padding=_pad(3), name="conv1")(x)
     y = self.act(self.norm(name="bn1")(y))
     y = self.conv(self.planes, (3, 3), padding=_pad(3), name="conv2")(y)
-    y = self.norm(name="bn2", scale_init=last_scale)(y)
-    return _add_shortcut(self, x, y)
+    y = self.last_norm("bn2")(y)
+    return self.add_shortcut(x, y)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
   """1x1 reduce, 3x3, 1x1 expand (x4), each followed by norm; add the shortcut, relu.
 
   This is torchvision's "ResNet v1.5": the stride sits on the 3x3 convolution, not on the first 1x1
@@ -164,47 +187,18 @@ class Bottleneck(nn.Module):
   `width = planes * width_per_group / 64 * groups`.
   """
   expansion: ClassVar[int] = 4
-  planes: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable = nn.relu
-  strides: int = 1
-  groups: int = 1
-  base_width: int = 64
-  dilation: int = 1
-  shortcut: Optional[str] = "identity"
-  zero_init_last: bool = False
 
   @nn.compact
   def __call__(self, x):
     width = int(self.planes * (self.base_width / 64.0)) * self.groups
-    last_scale = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
     y = self.conv(width, (1, 1), padding=_pad(1), name="conv1")(x)
     y = self.act(self.norm(name="bn1")(y))
     y = self.conv(width, (3, 3), self.strides, padding=_pad(3, self.dilation),
                   kernel_dilation=self.dilation, feature_group_count=self.groups, name="conv2")(y)
     y = self.act(self.norm(name="bn2")(y))
     y = self.conv(self.planes * self.expansion, (1, 1), padding=_pad(1), name="conv3")(y)
-    y = self.norm(name="bn3", scale_init=last_scale)(y)
-    return _add_shortcut(self, x, y)
-
-
-def _add_shortcut(block: nn.Module, x, y):
-  """Adds block's shortcut of `x` to its residual `y` and applies the activation."""
-  if block.shortcut is None:
-    return block.act(y)
-  out_channels = block.planes * block.expansion
-  if block.shortcut == "projection":
-    x = block.conv(out_channels, (1, 1), block.strides, padding=_pad(1), name="downsample_conv")(x)
-    x = block.norm(name="downsample_bn")(x)
-  elif block.shortcut == "pad":
-    # Option A of the paper (sec. 4.1): no parameters. Subsample spatially as the strided conv does,
-    # then append zero channels. Where the zeros go does not change what the network can represent.
-    x = x[:, ::block.strides, ::block.strides, :]
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, out_channels - x.shape[-1])))
-  elif block.shortcut != "identity":
-    raise ValueError(f"unknown shortcut {block.shortcut!r}")
-  return block.act(y + x.astype(y.dtype))
+    y = self.last_norm("bn3")(y)
+    return self.add_shortcut(x, y)
 
 
 class ResNet(nn.Module):
@@ -294,6 +288,21 @@ class ResNet(nn.Module):
       return "projection"
     return "pad" if changes_shape else "identity"
 
+  def _stage_plan(self):
+    """Yields (stage name, planes, [(strides, dilation) of each block]), as torchvision's `_make_layer`.
+
+    A stage in `replace_stride_with_dilation` keeps stride 1 and multiplies the dilation by the
+    stride it replaces; its first block still uses the previous stage's dilation.
+    """
+    dilation = 1
+    dilate = (False, *self.replace_stride_with_dilation)
+    for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+      strides = 1 if i == 0 else 2
+      previous_dilation = dilation
+      if dilate[i]:
+        dilation, strides = dilation * strides, 1
+      yield f"layer{i + 1}", planes, [(strides, previous_dilation)] + [(1, dilation)] * (num_blocks - 1)
+
   @nn.compact
   def __call__(self, x, train: Optional[bool] = None, return_features: bool = False):
     """Runs the network on a batch of NHWC images.
@@ -328,25 +337,18 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name="bn1")(x))
     features["stem"] = x
 
-    in_channels, dilation = width, 1
-    dilate = (False, *self.replace_stride_with_dilation)
-    for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths)):
-      strides = 1 if i == 0 else 2
-      previous_dilation = dilation
-      if dilate[i]:
-        dilation, strides = dilation * strides, 1
-      for j in range(num_blocks):
-        block_strides = strides if j == 0 else 1
-        out_channels = planes * self.block.expansion
-        x = self.block(
-            planes=planes, conv=conv, norm=norm, strides=block_strides, groups=self.groups,
-            base_width=self.width_per_group,
-            dilation=previous_dilation if j == 0 else dilation,
-            shortcut=self._shortcut(block_strides, in_channels, out_channels),
-            zero_init_last=self.zero_init_residual and self.shortcut is not None,
-            name=f"layer{i + 1}_{j}")(x)
+    # A folded model has no norm scale to zero (and nothing to train).
+    zero_init_last = self.zero_init_residual and self.shortcut is not None and self.norm != "folded"
+    in_channels = width
+    for stage, planes, blocks in self._stage_plan():
+      out_channels = planes * self.block.expansion
+      for j, (strides, dilation) in enumerate(blocks):
+        x = self.block(planes=planes, conv=conv, norm=norm, strides=strides, groups=self.groups,
+                       base_width=self.width_per_group, dilation=dilation,
+                       shortcut=self._shortcut(strides, in_channels, out_channels),
+                       zero_init_last=zero_init_last, name=f"{stage}_{j}")(x)
         in_channels = out_channels
-      features[f"layer{i + 1}"] = x
+      features[stage] = x
 
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     features["pre_logits"] = x
