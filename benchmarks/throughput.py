@@ -31,11 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import input_pipeline, models, train_lib
+from resnet_jax import image_ops, models, train_lib
 from resnet_jax.inference import fold_batchnorm
 
-MEAN = np.array([0.485, 0.456, 0.406]) * 255
-STD = np.array([0.229, 0.224, 0.225]) * 255
+MEAN, STD = image_ops.IMAGENET_MEAN_255, image_ops.IMAGENET_STD_255
 
 
 def _timed_windows(step, sync, steps: int, windows: int, warmup: int) -> tuple[float, list[float]]:
@@ -96,7 +95,7 @@ def jax_infer(name, batch, size, dtype, steps, windows, warmup):
 
   @jax.jit
   def forward(v, images):
-    images = input_pipeline.normalize(images, MEAN, STD).astype(dtype)
+    images = image_ops.normalize(images, MEAN, STD).astype(dtype)
     return folded.apply(v, images)
 
   holder = {}

@@ -21,7 +21,6 @@ files do not offer. Then train with `--config.dataset=cifar10 --config.data_dir=
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import math
 import os
@@ -33,13 +32,10 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from resnet_jax import images, jpeg, protocols
+from resnet_jax import image_ops, images, jpeg, protocols
 
 Example = dict[str, Any]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# ImageNet statistics, on the 0-255 scale (torchvision's 0-1 values times 255).
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,17 +188,7 @@ def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = ""
 
 # ----------------------------------------------------------------------------------------------
 # Preprocessing on the host, in numpy/PIL, uint8 in and out: a uint8 batch is a quarter of the
-# bytes of a float32 one on its way to the device, where `normalize` runs inside the step.
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bilinear resize (PIL, antialiased when shrinking, as torchvision's PIL path)."""
-  if image.shape[:2] == (height, width):
-    return image
-  channels = image.shape[-1]
-  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-  out = np.asarray(pil.resize((width, height), Image.BILINEAR))
-  return out[..., None] if channels == 1 else out
-
+# bytes of a float32 one on its way to the device, where `image_ops.normalize` runs inside the step.
 
 def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
                             ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
@@ -232,11 +218,7 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
                         scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
   """torchvision's RandomResizedCrop: a `random_resized_crop_box`, resized to size x size."""
   top, left, ch, cw = random_resized_crop_box(*image.shape[:2], rng, scale, ratio)
-  return resize(image[top:top + ch, left:left + cw], size, size)
-
-
-def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  return image[:, ::-1] if rng.random() < 0.5 else image
+  return image_ops.resize(image[top:top + ch, left:left + cw], size, size)
 
 
 def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, pad: int = 4):
@@ -247,23 +229,24 @@ def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, 
   return padded[top:top + size, left:left + size]
 
 
-def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-  """Resize the shorter side to size / crop_fraction (256 for 224), then take the central size x size,
-  sizes and offsets rounded as torchvision's Resize and CenterCrop (shared with `protocols`)."""
-  x = protocols.resize_shorter_side(image, int(round(size / crop_fraction)))
-  return protocols.crop(x, *protocols.center_offsets(*x.shape[:2], size), size)
+def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """The 'center' evaluation: the shorter side resized to size / crop_fraction (256 for 224), then the
+  central size x size."""
+  return image_ops.resize_center_crop(image, int(round(size / crop_fraction)), size)
 
 
 # Training augmentations: fn(image, rng, size) -> image; evaluation protocols: fn(image, size,
 # crop_fraction) -> image (or (crops, H, W, C): `train_lib.eval_step` averages over crops).
-# This is the one place `config.augment` and `config.eval_protocol` are resolved; other modules
-# (resnet_jax.protocols) add theirs with `register_augmentation` / `register_eval_protocol`.
+# This is the one place `config.augment` and `config.eval_protocol` are resolved (the paper's are
+# added below, from resnet_jax.protocols); config_checks reads these tables.
 AUGMENTATIONS: dict[str, Callable] = {
-    "torchvision": lambda image, rng, size: random_flip(random_resized_crop(image, rng, size), rng),
-    "cifar": lambda image, rng, size: random_flip(pad_and_random_crop(image, rng, size), rng),
-    "none": lambda image, rng, size: resize(image, size, size),
+    "torchvision": lambda image, rng, size: image_ops.random_hflip(
+        random_resized_crop(image, rng, size), rng),
+    "cifar": lambda image, rng, size: image_ops.random_hflip(pad_and_random_crop(image, rng, size),
+                                                             rng),
+    "none": lambda image, rng, size: image_ops.resize(image, size, size),
 }
-EVAL_PROTOCOLS: dict[str, Callable] = {"center": center_crop}
+EVAL_PROTOCOLS: dict[str, Callable] = {"center": resize_center_crop}
 
 
 def paper_augment(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -304,19 +287,20 @@ def _resize_box(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarra
 
 
 def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
-  """`random_flip(random_resized_crop(...))` of a JPEG's bytes, decoded at 1/k where the crop allows."""
+  """A flipped `random_resized_crop` of a JPEG's bytes, decoded at 1/k where the crop allows."""
   top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
   k = jpeg.dct_scale(ch, cw, size, size)
   image = jpeg.decode(data, k)
   # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
   # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
-  # is read. At k = 1 that is the crop itself, resized as `resize` does.
+  # is read. At k = 1 that is the crop itself, resized as `image_ops.resize` does.
   y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
   iy0, ix0 = int(y0), int(x0)
   covering = Image.fromarray(image[iy0:math.ceil(y1), ix0:math.ceil(x1)])
   box = None if k == 1 else (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)
   out = covering.resize((size, size), Image.BILINEAR, box=box)
-  if rng.random() < 0.5:  # random_flip's draw; flipped here so the batch is stacked from contiguous arrays
+  # image_ops.random_hflip's draw; flipped here so the batch is stacked from contiguous arrays.
+  if rng.random() < 0.5:
     out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   return np.asarray(out)
 
@@ -327,11 +311,7 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.n
   h, w = jpeg.header_size(data)
   lo, hi = _paper_short_side(size)
   short = int(rng.integers(lo, hi + 1))
-  # The rescaled size exactly as protocols.resize_shorter_side (the longer side truncated).
-  new_long = int(short * max(h, w) / min(h, w))
-  new_h, new_w = (short, new_long) if h <= w else (new_long, short)
-  if min(h, w) == short:
-    new_h, new_w = h, w
+  new_h, new_w = image_ops.resized_size(h, w, short)  # As resize_shorter_side's.
   top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
   sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
   k = jpeg.dct_scale(size * sy, size * sx, size, size)
@@ -342,7 +322,7 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.n
     # Output pixel j samples the rescaled image's pixel left + j, as resizing all and cropping does.
     box = (left * sx / k, top * sy / k, (left + size) * sx / k, (top + size) * sy / k)
     out = _resize_box(image, box, size)
-  out = protocols.random_hflip(out, rng)
+  out = image_ops.random_hflip(out, rng)
   return protocols.lighting(out, rng, 0.1, 255.0)
 
 
@@ -351,27 +331,10 @@ FAST_AUGMENTATIONS: dict[str, Callable] = {
     "torchvision": fast_random_resized_crop, "paper": fast_paper_augment}
 
 
-def register_augmentation(name: str, fn: Callable) -> None:
-  if name in AUGMENTATIONS:
-    raise ValueError(f"augmentation {name!r} is already registered")
-  AUGMENTATIONS[name] = fn
-
-
-def register_eval_protocol(name: str, fn: Callable) -> None:
-  if name in EVAL_PROTOCOLS:
-    raise ValueError(f"evaluation protocol {name!r} is already registered")
-  EVAL_PROTOCOLS[name] = fn
-
-
 def _lookup(table: dict, name: str, what: str) -> Callable:
   if name not in table:
     raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))}")
   return table[name]
-
-
-def normalize(images, mean, std):
-  """(images - mean) / std in float32; runs on the device, inside the step."""
-  return (images.astype("float32") - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,13 +503,3 @@ class DeviceIterator:
 
   def start_prefetch(self) -> None:
     """Called by Grain's Orbax handler after a restore; the queue refills on the next batch."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SavedPosition:
-  """A snapshot of `DeviceIterator.get_state()` for Grain's Orbax handler: an async checkpoint must
-  record the position at the time of the save, not whatever it is when the write runs."""
-  state: bytes
-
-  def get_state(self) -> bytes:
-    return self.state

@@ -9,7 +9,11 @@ Training, "paper" augmentation (`paper_augment`), in this order:
   2. a random 224x224 crop, mirrored with probability 0.5 ("a crop from the image or its
      horizontal flip": cropping then mirroring gives the same distribution and touches fewer pixels);
   3. PCA lighting noise of Krizhevsky et al. 2012 with ImageNet's eigenvalues/eigenvectors, sigma 0.1;
-  4. mean subtraction (see `normalize` for which mean).
+  4. mean subtraction. The paper subtracts "the per-pixel mean" (Krizhevsky et al.'s mean image of
+     the training set); with scale augmentation a crop has no fixed place in a mean image, so the
+     default is the per-channel `IMAGENET_MEAN_255`, as fb.resnet.torch and torchvision do (a mean
+     image of the crop's shape works too). The paper divides by no standard deviation (`std=None`);
+     weights converted from torchvision need `std=IMAGENET_STD_255`.
 
 Testing: `center_views` (resize 256, center 224), `ten_crop_views` (AlexNet's 10 crops) and
 `multi_scale_views` (the fully-convolutional form: whole image with shorter side in
@@ -23,7 +27,9 @@ import functools
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
+
+from resnet_jax.image_ops import (IMAGENET_MEAN_255, center_offsets, crop, hflip, normalize,
+                                   random_hflip, resize_center_crop, resize_shorter_side)
 
 Seed = Union[None, int, Sequence[int], np.random.Generator]
 
@@ -33,63 +39,11 @@ IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
 IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
                             [-0.5836, -0.6948, 0.4203]])
-# ImageNet's per-channel mean and standard deviation in 0..255 units (torchvision's 0.485... x 255).
-IMAGENET_MEAN_RGB = np.array([123.675, 116.28, 103.53])
-IMAGENET_STD_RGB = np.array([58.395, 57.12, 57.375])
-
 PAPER_SHORT_SIDE = (256, 480)
 PAPER_CROP = 224
 TEST_RESIZE = 256
 MULTI_SCALES = (224, 256, 384, 480, 640)
 AVERAGES = ("softmax", "logits")
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry shared by training and testing.
-
-def _check_image(image: np.ndarray) -> None:
-  # PIL resamples 8-bit images exactly as torchvision's PIL path does; floats would need mode 'F'.
-  if image.ndim != 3 or image.dtype != np.uint8:
-    raise ValueError(f"expected an HWC uint8 image, got shape {image.shape} and dtype {image.dtype}")
-
-
-def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
-  """Bilinear resize of an HWC uint8 image so that its shorter side is `size`, keeping the aspect.
-
-  The longer side is `int(size * long / short)`, truncated as torchvision's `Resize(size)` does, and
-  PIL's bilinear filter widens its support when shrinking (antialiasing), as torchvision's PIL path.
-  An image whose shorter side already is `size` is returned unchanged (no resampling blur).
-  """
-  _check_image(image)
-  h, w = image.shape[:2]
-  short, long = min(h, w), max(h, w)
-  if short == size:
-    return image
-  new_long = int(size * long / short)
-  new_h, new_w = (size, new_long) if h <= w else (new_long, size)
-  channels = [Image.fromarray(image[..., c]).resize((new_w, new_h), Image.BILINEAR)
-              for c in range(image.shape[2])]
-  # Resizing channel by channel ('L' images) gives the same bytes as an 'RGB' image and works for
-  # any number of channels.
-  return np.stack([np.asarray(c) for c in channels], axis=-1)
-
-
-def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
-  """The `size` x `size` window of `image` whose top-left pixel is (top, left)."""
-  h, w = image.shape[:2]
-  if not (0 <= top <= h - size and 0 <= left <= w - size):
-    raise ValueError(f"a {size}x{size} crop at ({top}, {left}) does not fit in a {h}x{w} image")
-  return image[top:top + size, left:left + size]
-
-
-def center_offsets(height: int, width: int, size: int) -> tuple[int, int]:
-  """(top, left) of the centred `size` crop, rounded as torchvision's `CenterCrop`."""
-  return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
-
-
-def hflip(image: np.ndarray) -> np.ndarray:
-  """Horizontal mirror of an HWC image (or of each image of an NHWC stack)."""
-  return image[..., ::-1, :]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,12 +66,6 @@ def random_crop(image: np.ndarray, rng: Seed, size: int = PAPER_CROP) -> np.ndar
   top = int(rng.integers(0, h - size + 1))
   left = int(rng.integers(0, w - size + 1))
   return crop(image, top, left, size)
-
-
-def random_hflip(image: np.ndarray, rng: Seed, p: float = 0.5) -> np.ndarray:
-  """Mirrors the image with probability `p`."""
-  rng = np.random.default_rng(rng)
-  return hflip(image) if rng.random() < p else image
 
 
 def lighting_shift(rng: Seed, alphastd: float = 0.1, eigval: np.ndarray = IMAGENET_EIGVAL,
@@ -154,24 +102,9 @@ def lighting(image: np.ndarray, rng: Seed, alphastd: float = 0.1, pixel_scale: f
   return (image.astype(np.float32) + shift.astype(np.float32)).astype(np.float32)
 
 
-def normalize(image: np.ndarray, mean: np.ndarray, std: Optional[np.ndarray] = None) -> np.ndarray:
-  """Subtracts the mean (and divides by `std` when given); returns float32.
-
-  The paper subtracts "the per-pixel mean" (Krizhevsky et al.'s mean image of the training set).
-  With scale augmentation a crop has no fixed place in a mean image, so we default to the
-  per-channel mean `IMAGENET_MEAN_RGB`, as fb.resnet.torch and torchvision do; a per-pixel mean
-  image of the crop's shape (H, W, C) is accepted too. The paper does not divide by a standard
-  deviation (`std=None`); weights converted from torchvision need `std=IMAGENET_STD_RGB`.
-  """
-  out = image.astype(np.float32) - np.asarray(mean, np.float32)
-  if std is not None:
-    out = out / np.asarray(std, np.float32)
-  return out
-
-
 def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] = PAPER_SHORT_SIDE,
                   crop_size: int = PAPER_CROP, alphastd: float = 0.1,
-                  mean: np.ndarray = IMAGENET_MEAN_RGB, std: Optional[np.ndarray] = None,
+                  mean: np.ndarray = IMAGENET_MEAN_255, std: Optional[np.ndarray] = None,
                   pixel_scale: float = 255.0) -> np.ndarray:
   """The paper's training augmentation of one HWC uint8 RGB image (sec. 3.4, see the module doc).
 
@@ -182,7 +115,7 @@ def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] =
     short_side: range [lo, hi] of the shorter side after scale augmentation; lo >= crop_size.
     crop_size: side of the square crop.
     alphastd: standard deviation of the PCA lighting coefficients (0 turns the noise off).
-    mean, std: see `normalize`.
+    mean, std: `image_ops.normalize`'s; see step 4 above.
     pixel_scale: full intensity in the image's units (255 for uint8).
 
   Returns:
@@ -206,8 +139,7 @@ def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] =
 def center_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP
                  ) -> list[np.ndarray]:
   """One view: shorter side resized to `resize_size`, then the centred `crop_size` square."""
-  x = resize_shorter_side(image, resize_size)
-  return [crop(x, *center_offsets(*x.shape[:2], crop_size), crop_size)[None]]
+  return [resize_center_crop(image, resize_size, crop_size)[None]]
 
 
 def ten_crop_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP
@@ -341,18 +273,16 @@ def averaged_scores(logits_fn: Callable, images: Sequence[np.ndarray],
 
 
 def topk_correct(scores, labels, k: int):
-  """Whether each label is among the `k` highest scores; works on numpy and JAX arrays (and in jit).
+  """Whether each label is among the `k` highest scores: torchvision's rule, `topk` then `eq`.
 
-  A tie is counted against the label: it is among the top k only if fewer than k other classes
-  score at least as high. A model that gives every class the same score is therefore always wrong,
-  instead of always right.
+  The one top-k rule of the library: the in-loop evaluation (`train_lib.eval_step`) and
+  `resnet-jax evaluate` both count with it. Tied scores rank the lower class index first (as
+  `jax.lax.top_k` and torch's `topk` order them). Works on numpy and JAX arrays, and in jit.
   """
-  import jax.numpy as jnp  # Deferred: the augmentation above needs no JAX.
-  scores = jnp.asarray(scores)
-  labels = jnp.asarray(labels)
-  label_score = jnp.take_along_axis(scores, labels[:, None], axis=-1)
-  others_at_least = jnp.sum(scores >= label_score, axis=-1) - 1
-  return others_at_least < k
+  import jax  # Deferred: the augmentation above needs no JAX.
+  scores = jax.numpy.asarray(scores)
+  top = jax.lax.top_k(scores, min(k, scores.shape[-1]))[1]
+  return jax.numpy.any(top == jax.numpy.asarray(labels)[:, None], axis=-1)
 
 
 def topk_errors(scores, labels, ks: Sequence[int] = (1, 5)) -> dict[int, float]:

@@ -16,11 +16,10 @@ import math
 import os
 from typing import Any, Optional
 
+from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
+
 FORMAT = "resnet_jax.ModelSpec"
 VERSION = 1
-# ImageNet's statistics on the 0-255 scale (torchvision's 0.485.. and 0.229.. times 255).
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 SPEC_KEY = "spec"  # The key of the spec in a training checkpoint's meta.
 
 

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
                         optim, workdir_lock)
-from resnet_jax import logs
+from resnet_jax import image_ops, logs, protocols
 from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
 from resnet_jax import spec as spec_lib
 
@@ -255,7 +255,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
   """
   chex.assert_rank(batch["image"], 4)
   # Normalised (and mixed) in float32, then cast to the compute dtype (bfloat16 on accelerators).
-  images = input_pipeline.normalize(batch["image"], mean, std)
+  images = image_ops.normalize(batch["image"], mean, std)
   labels = targets = batch["label"]
   if mix is not None:
     key = jax.random.fold_in(jax.random.key(mix_seed), state.step)
@@ -329,16 +329,14 @@ def eval_step(state: TrainState, batch: dict, *, model: models.ResNet, mean, std
   images, labels, mask = batch["image"], batch["label"], batch["mask"]
   crops = images.shape[1] if images.ndim == 5 else 1
   images = images.reshape((-1, *images.shape[-3:]))
-  images = input_pipeline.normalize(images, mean, std).astype(model.dtype)
+  images = image_ops.normalize(images, mean, std).astype(model.dtype)
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                        train=False)
   probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape(labels.shape[0], crops, -1).mean(1)
   log_probs = jnp.log(jnp.maximum(probs, 1e-30))
   loss = -jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
-  k = min(5, probs.shape[-1])
-  top_k = jax.lax.top_k(probs, k)[1]
-  top1 = top_k[:, 0] == labels
-  top5 = jnp.any(top_k == labels[:, None], axis=-1)
+  top1 = protocols.topk_correct(probs, labels, 1)
+  top5 = protocols.topk_correct(probs, labels, 5)
   sums = {"loss": jnp.sum(loss * mask), "top1": jnp.sum(top1 * mask),
           "top5": jnp.sum(top5 * mask), "count": jnp.sum(mask)}
   if axis_name is not None:

@@ -20,10 +20,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from resnet_jax import image_ops
 from resnet_jax import images as images_lib
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +38,8 @@ class ImageClassification:
   """
   crop_size: int = 224
   resize_size: int = 256
-  mean: Sequence[float] = IMAGENET_MEAN
-  std: Optional[Sequence[float]] = IMAGENET_STD
+  mean: Sequence[float] = image_ops.IMAGENET_MEAN_01
+  std: Optional[Sequence[float]] = image_ops.IMAGENET_STD_01
   channels: int = 3
 
   def __call__(self, images: Any) -> np.ndarray:
@@ -65,16 +63,12 @@ class ImageClassification:
 
   def one(self, image: Any) -> np.ndarray:
     """Preprocesses a single image to a float32 (crop_size, crop_size, channels) array."""
-    image = to_pil(image, self.channels)
-    w, h = image.size
-    new_h, new_w = resized_size(h, w, self.resize_size)
-    if (new_h, new_w) != (h, w):  # as torchvision: an image already at size is not resampled
-      image = image.resize((new_w, new_h), Image.BILINEAR)  # PIL always antialiases
-    pixels = np.asarray(image)
-    pixels = center_crop(pixels[..., None] if pixels.ndim == 2 else pixels, self.crop_size)
+    pixels = np.asarray(to_pil(image, self.channels))
+    # The array of a PIL image resizes to the bytes the PIL image does (PIL always antialiases).
+    pixels = image_ops.resize_center_crop(pixels[..., None] if pixels.ndim == 2 else pixels,
+                                          self.resize_size, self.crop_size)
     # Same float32 operations, in the same order, as convert_image_dtype and normalize.
-    x = pixels.astype(np.float32) / np.float32(255) - np.asarray(self.mean, np.float32)
-    return x if self.std is None else x / np.asarray(self.std, np.float32)
+    return image_ops.normalize(pixels.astype(np.float32) / np.float32(255), self.mean, self.std)
 
 
 def for_resize(resize_size: int) -> ImageClassification:
@@ -101,23 +95,6 @@ def to_pil(image: Any, channels: int = 3) -> Image.Image:
   if pixels.ndim != 3 or pixels.shape[-1] not in (3, 4):
     raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {pixels.shape}")
   return Image.fromarray(pixels).convert(mode)
-
-
-def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-  """(height, width) with the shorter side at `size`; the longer side truncates, as torchvision's."""
-  if width <= height:
-    return int(size * height / width), size
-  return size, int(size * width / height)
-
-
-def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
-  """The central size x size window of an (H, W, C) array; offsets rounded as torchvision's."""
-  h, w = pixels.shape[:2]
-  if h < size or w < size:
-    raise ValueError(f"image of {h}x{w} is smaller than the {size}x{size} crop; resize it first")
-  # Python's round (half to even), like torchvision's center_crop.
-  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-  return pixels[top:top + size, left:left + size]
 
 
 @functools.lru_cache(maxsize=None)

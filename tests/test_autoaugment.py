@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from resnet_jax import autoaugment
+from resnet_jax import autoaugment, image_ops
 from resnet_jax._torchvision import import_torchvision
 
 import_torchvision()  # The CPU torch here cannot load torchvision's CUDA extension; this lets it import.
@@ -159,7 +159,7 @@ def test_random_erasing_equals_torchvision():
 
 
 def test_random_erasing_on_uint8_fills_the_rounded_mean():
-  image, mean = PHOTOS["rgb"], (123.675, 116.28, 103.53)
+  image, mean = PHOTOS["rgb"], image_ops.IMAGENET_MEAN_255
   out = autoaugment.random_erasing(image, np.random.default_rng(1), p=1.0, value=mean)
   changed = np.any(out != image, axis=-1)
   assert changed.any()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import checkpoints, evaluate, input_pipeline, models, protocols
+from resnet_jax import checkpoints, evaluate, input_pipeline, models, protocols, train_lib
 from resnet_jax.spec import ModelSpec
 
 # A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
@@ -26,10 +26,14 @@ def checkpoint(tmp_path_factory):
   variables = jax.tree.map(lambda x: np.asarray(x) + 0.1 * rng.standard_normal(x.shape, np.float32),
                            variables)
   variables["batch_stats"] = jax.tree.map(np.abs, variables["batch_stats"])  # Variances > 0.
+  directory = _save(tmp_path_factory.mktemp("ckpt") / "model", variables)
+  return directory, model, variables
+
+
+def _save(path, variables):
   spec = ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
                    image_size=8, resize_size=round(8 * 256 / 224), mean_255=MEAN, std_255=STD)
-  directory = checkpoints.save_variables(tmp_path_factory.mktemp("ckpt") / "model", variables, spec)
-  return directory, model, variables
+  return checkpoints.save_variables(path, variables, spec)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,29 @@ def test_protocols_match_reference_and_count_each_example_once(checkpoint, sourc
   np.testing.assert_allclose(result.scores, expected, rtol=1e-5, atol=1e-6)
   assert result.errors == pytest.approx(protocols.topk_errors(expected, source.labels))
   assert result.views == {"center": 1, "ten_crop": 10, "multi_scale": 6}[protocol]
+
+
+def test_tied_scores_count_alike_in_training_evaluation_and_evaluate(checkpoint, source, tmp_path):
+  """A zero classifier scores every class alike: both paths count label 0 (and only it) a top-1 hit."""
+  _, model, variables = checkpoint
+  tied = jax.tree.map(np.asarray, variables)
+  tied["params"]["fc"] = jax.tree.map(np.zeros_like, tied["params"]["fc"])
+  labels = np.arange(NUM_EXAMPLES) % 10  # Two examples of label 0 (each a top-1 hit), ...
+  relabelled = input_pipeline.InMemorySource(source.images, labels, 10)
+  result = evaluate.evaluate(_save(tmp_path / "tied", tied), relabelled, "center", per_device_batch=1)
+
+  views = [protocols.center_views(source[i]["image"], **evaluate.view_sizes("center", 8))[0][0]
+           for i in range(NUM_EXAMPLES)]
+  batch = {"image": np.stack(views), "label": labels, "mask": np.ones(NUM_EXAMPLES, np.float32)}
+  step = jax.jit(lambda params, stats, batch: train_lib.eval_step(
+      train_lib.TrainState(step=0, params=params, batch_stats=stats, opt_state=None),
+      batch, model=model, mean=MEAN, std=STD))
+  sums = step(tied["params"], tied["batch_stats"], batch)
+
+  for k, key in ((1, "top1"), (5, "top5")):
+    train_hits = int(sums[key])
+    assert train_hits == int(np.sum(labels < k))  # Tied classes rank by index: the first k hit.
+    assert result.errors[k] == pytest.approx(100.0 * (1 - train_hits / NUM_EXAMPLES))
 
 
 def test_limit_scores_a_prefix(checkpoint, source):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from resnet_jax import image_ops
 from resnet_jax import input_pipeline as ip
 from resnet_jax import train_lib
 from test_train_lib import tiny_config
@@ -40,7 +41,7 @@ def test_image_folder_trains_end_to_end(tmp_path):
   config = tiny_config(source="folder", data_dir=str(tmp_path / "data"), train_split="train",
                        eval_split="val", image_size=16, augment="torchvision",
                        eval_crop_fraction=0.875, num_train_steps=2, batch_size=8,
-                       mean=ip.IMAGENET_MEAN, std=ip.IMAGENET_STD, checkpoint_every_steps=2)
+                       mean=image_ops.IMAGENET_MEAN_255, std=image_ops.IMAGENET_STD_255, checkpoint_every_steps=2)
   config.model_overrides.in_channels = 3
   result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
   assert result["count"] == 6
@@ -91,10 +92,10 @@ def test_cifar_crop_is_a_crop_of_the_4_pixel_padded_image():
 def test_center_crop_is_resize_256_then_224():
   image = np.zeros((300, 400, 3), np.uint8)
   image[150 - 5:150 + 5, 200 - 5:200 + 5] = 255
-  out = ip.center_crop(image, 224, 0.875)
+  out = ip.resize_center_crop(image, 224, 0.875)
   assert out.shape == (224, 224, 3)
   assert out[112, 112].min() > 200  # The center stays in the center.
-  assert ip.center_crop(np.zeros((32, 32, 1), np.uint8), 32, 1.0).shape == (32, 32, 1)
+  assert ip.resize_center_crop(np.zeros((32, 32, 1), np.uint8), 32, 1.0).shape == (32, 32, 1)
 
 
 @pytest.mark.parametrize("size, crop_fraction", [(224, 0.875), (64, 0.8)], ids=["224", "64"])
@@ -104,16 +105,16 @@ def test_center_crop_equals_torchvision(torchvision, size, crop_fraction):
   for photo in (data.astronaut(), data.coffee(), data.chelsea()):
     pipeline = T.Compose([T.Resize(int(round(size / crop_fraction))), T.CenterCrop(size)])
     want = np.asarray(pipeline(Image.fromarray(photo)))
-    np.testing.assert_array_equal(ip.center_crop(photo, size, crop_fraction), want)
+    np.testing.assert_array_equal(ip.resize_center_crop(photo, size, crop_fraction), want)
 
 
 def test_flip_and_normalize():
   rng = np.random.default_rng(0)
   image = np.arange(6, dtype=np.uint8).reshape(1, 6, 1)
-  flips = {ip.random_flip(image, rng)[0, 0, 0] for _ in range(20)}
+  flips = {image_ops.random_hflip(image, rng)[0, 0, 0] for _ in range(20)}
   assert flips == {0, 5}
-  out = ip.normalize(np.full((1, 2, 2, 3), 128, np.uint8), ip.IMAGENET_MEAN, ip.IMAGENET_STD)
-  np.testing.assert_allclose(out[0, 0, 0], (128 - np.array(ip.IMAGENET_MEAN)) / ip.IMAGENET_STD, rtol=1e-6)
+  out = image_ops.normalize(np.full((1, 2, 2, 3), 128, np.uint8), image_ops.IMAGENET_MEAN_255, image_ops.IMAGENET_STD_255)
+  np.testing.assert_allclose(out[0, 0, 0], (128 - np.array(image_ops.IMAGENET_MEAN_255)) / image_ops.IMAGENET_STD_255, rtol=1e-6)
 
 
 def test_unknown_augmentation_is_named():

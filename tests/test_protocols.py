@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from resnet_jax import image_ops
 from resnet_jax import protocols as P
 from resnet_jax.models import get_model
 
@@ -140,7 +141,7 @@ def test_averaged_scores_equal_a_slow_reference_loop(views_fn, average, chunk):
   images = [rng.integers(0, 256, shape, dtype=np.uint8)
             for shape in [(16, 20, 3), (21, 17, 3), (18, 18, 3), (16, 20, 3)]]
   logits_fn = _small_net()
-  kw = dict(mean=P.IMAGENET_MEAN_RGB, std=P.IMAGENET_STD_RGB)
+  kw = dict(mean=np.asarray(image_ops.IMAGENET_MEAN_255), std=np.asarray(image_ops.IMAGENET_STD_255))
   got = P.averaged_scores(logits_fn, images, views_fn, average=average, chunk=chunk, **kw)
   want = reference_scores(logits_fn, images, views_fn, average=average, **kw)
   assert got.shape == (4, 5)
@@ -170,7 +171,7 @@ def test_registry_model_scores_every_multi_scale_size():
   images = np.random.default_rng(3).integers(0, 256, (2, 16, 20, 3), dtype=np.uint8)
   scores = P.averaged_scores(jax.jit(functools.partial(model.apply, variables)), images,
                              functools.partial(P.multi_scale_views, scales=(8, 12)),
-                             mean=P.IMAGENET_MEAN_RGB, std=P.IMAGENET_STD_RGB)
+                             mean=np.asarray(image_ops.IMAGENET_MEAN_255), std=np.asarray(image_ops.IMAGENET_STD_255))
   assert scores.shape == (2, 10) and np.isfinite(scores).all()
   np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-6)
 
@@ -183,22 +184,37 @@ def test_averaged_scores_rejects_unknown_average():
 # ----------------------------------------------------------------------------------------------
 # Error rates.
 
+def _reference_topk_correct(scores, labels, k):
+  """torchvision's `accuracy` rule (topk, then eq) in numpy, ties ranked lower index first.
+
+  torch's own `topk` leaves the order of tied scores unspecified (on CPU, five zeros come back as
+  [2, 4, 3, 0, 1]); `jax.lax.top_k` and a stable sort rank the lower index first.
+  """
+  top = np.argsort(-np.asarray(scores), axis=-1, kind="stable")[:, :k]
+  return np.any(top == np.asarray(labels)[:, None], axis=-1)
+
+
 def test_topk_errors_in_percent():
   scores = np.array([[0.1, 0.5, 0.2, 0.15, 0.05],   # label 1: top-1
                      [0.3, 0.1, 0.25, 0.2, 0.15],   # label 2: second
                      [0.3, 0.1, 0.25, 0.2, 0.15],   # label 1: last
-                     [0.2, 0.2, 0.2, 0.2, 0.2]])    # label 0: tied with everything
+                     [0.2, 0.2, 0.2, 0.2, 0.2]])    # label 0: tied with everything, ranked first
   labels = np.array([1, 2, 1, 0])
-  assert P.topk_errors(scores, labels, ks=(1, 2, 4, 5)) == {1: 75.0, 2: 50.0, 4: 50.0, 5: 0.0}
+  want = {k: 100.0 * (1 - np.mean(_reference_topk_correct(scores, labels, k))) for k in (1, 2, 4, 5)}
+  assert want == {1: 50.0, 2: 25.0, 4: 25.0, 5: 0.0}  # The reference, as read off the rows above.
+  assert P.topk_errors(scores, labels, ks=(1, 2, 4, 5)) == want
   assert P.format_errors({1: 75.0, 5: 25.0}) == "top-1 error 75.00%, top-5 error 25.00%"
 
 
-def test_topk_ties_count_against_the_label_and_work_under_jit():
-  scores = jnp.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
-  labels = jnp.array([0, 1])
-  correct = jax.jit(P.topk_correct, static_argnums=2)(scores, labels, 1)
-  np.testing.assert_array_equal(correct, [False, True])
-  np.testing.assert_array_equal(P.topk_correct(scores, labels, 2), [True, True])
+def test_topk_is_topk_then_eq_with_ties_to_the_lower_index_and_works_under_jit():
+  scores = jnp.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0], [3.0, 3.0, 0.0]])
+  labels = jnp.array([0, 1, 2, 1])
+  for k in (1, 2, 3):
+    want = _reference_topk_correct(scores, labels, k)
+    np.testing.assert_array_equal(jax.jit(P.topk_correct, static_argnums=2)(scores, labels, k), want)
+    np.testing.assert_array_equal(P.topk_correct(np.asarray(scores), np.asarray(labels), k), want)
+  # Label 0 tied at the top is a top-1 hit, label 2 tied is not: what the training evaluation counts.
+  np.testing.assert_array_equal(P.topk_correct(scores, labels, 1), [True, True, False, False])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,7 +256,7 @@ def test_random_crop_takes_every_window_that_fits():
 def test_flip_probability_is_one_half():
   image = position_image(4, 6)
   rng = np.random.default_rng(8)
-  flips = [P.random_hflip(image, rng)[0, 0, 1] == 5 for _ in range(4000)]
+  flips = [image_ops.random_hflip(image, rng)[0, 0, 1] == 5 for _ in range(4000)]
   # Standard deviation of the frequency: 0.5 / sqrt(4000) = 0.008; 0.03 is almost 4 sigma.
   assert abs(np.mean(flips) - 0.5) < 0.03
 
@@ -274,11 +290,11 @@ def test_lighting_adds_one_shift_in_pixel_units_to_every_pixel():
 
 def test_normalize_by_channel_mean_or_mean_image():
   image = np.full((4, 4, 3), 100, np.uint8)
-  np.testing.assert_allclose(P.normalize(image, P.IMAGENET_MEAN_RGB)[0, 0], 100 - P.IMAGENET_MEAN_RGB,
+  np.testing.assert_allclose(image_ops.normalize(image, np.asarray(image_ops.IMAGENET_MEAN_255))[0, 0], 100 - np.asarray(image_ops.IMAGENET_MEAN_255),
                              rtol=1e-6)
   mean_image = np.arange(48, dtype=np.float32).reshape(4, 4, 3)
-  np.testing.assert_array_equal(P.normalize(image, mean_image), 100 - mean_image)
-  np.testing.assert_allclose(P.normalize(image, 40.0, std=np.array([2.0, 4.0, 5.0]))[0, 0], [30, 15, 12])
+  np.testing.assert_array_equal(image_ops.normalize(image, mean_image), 100 - mean_image)
+  np.testing.assert_allclose(image_ops.normalize(image, 40.0, std=np.array([2.0, 4.0, 5.0]))[0, 0], [30, 15, 12])
 
 
 def test_paper_augment_shape_determinism_and_flip():

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import checkpoints, input_pipeline, train_lib
+from resnet_jax import checkpoints, image_ops, input_pipeline, train_lib
 from test_resume import _complete_steps, _train, env  # noqa: F401 (env is a fixture)
 from test_train_lib import tiny_config
 
@@ -27,7 +27,7 @@ def test_fixres_sizes_reach_the_batches():
   crop, fraction = train_lib.eval_sizes(config)
   assert crop == 14 and int(round(crop / fraction)) == 16  # center_crop's resize: 16, then 14.
   evaluation = next(train_lib.eval_batches(config, data, layout))
-  want = input_pipeline.center_crop(data.eval[0]["image"], 14, fraction)
+  want = input_pipeline.resize_center_crop(data.eval[0]["image"], 14, fraction)
   np.testing.assert_array_equal(np.asarray(jax.device_get(evaluation["image"]))[0], want)
   assert train_lib.eval_sizes(tiny_config()) == (8, 1.0)  # Unset: image_size, eval_crop_fraction.
 
@@ -133,7 +133,7 @@ def test_gradient_accumulation_with_group_norm_equals_the_big_batch():
 
 def test_gradient_accumulation_updates_batch_norm_once_per_micro_batch():
   new, _, (model, state, batch) = _one_step("batch", 2, jax.devices()[:1])
-  images = input_pipeline.normalize(batch["image"], (84.0,), (105.0,))
+  images = image_ops.normalize(batch["image"], (84.0,), (105.0,))
   stats = state.batch_stats
   for j in range(2):  # Micro-batch j: examples j, j + 2, ...; applied in turn, as two torch steps.
     _, updates = model.apply({"params": state.params, "batch_stats": stats}, images[j::2],

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from configs import default
-from resnet_jax import checkpoints, input_pipeline, models, plot, train_lib
+from resnet_jax import checkpoints, image_ops, input_pipeline, models, plot, train_lib
 
 TINY = dict(stage_sizes=(1, 1, 1), in_channels=1)
 
@@ -212,7 +212,7 @@ def test_evaluation_counts_every_example_once(mode):
   assert result["count"] == 37
 
   # The same numbers computed on all 37 at once.
-  images = input_pipeline.normalize(source.images, (84.0,), (105.0,))
+  images = image_ops.normalize(source.images, (84.0,), (105.0,))
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images)
   logits, labels = np.asarray(logits), source.labels
   assert result["top1"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == labels)), abs=1e-6)

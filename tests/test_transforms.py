@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import transforms
+from resnet_jax import image_ops, transforms
 
 skimage_data = pytest.importorskip("skimage.data")
 
 # Colour and grayscale photos of several aspect ratios; 'page' (191 px high) is upsampled.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "page")
 # One uint8 level after normalisation, for the channel with the smallest std.
-ONE_LEVEL = 1 / 255 / min(transforms.IMAGENET_STD)
+ONE_LEVEL = 1 / 255 / min(image_ops.IMAGENET_STD_01)
 
 
 def _photo(name):

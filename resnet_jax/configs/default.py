@@ -9,7 +9,7 @@ recipe or on the command line (`--config.lerning_rate=...`), is an error. Run:
 
 import ml_collections
 
-from resnet_jax.input_pipeline import IMAGENET_MEAN, IMAGENET_STD
+from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -49,8 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_crop_size = 0  # 0: image_size.
   config.val_resize_size = 0  # 0: val_crop_size / eval_crop_fraction.
   config.val_crop_size = 0  # 0: image_size.
-  config.mean = IMAGENET_MEAN  # Per channel, on the 0-255 scale.
-  config.std = IMAGENET_STD
+  config.mean = IMAGENET_MEAN_255  # Per channel, on the 0-255 scale.
+  config.std = IMAGENET_STD_255
   config.synthetic_examples = 1_281_167  # Size of each split of source 'synthetic'.
   config.num_data_threads = 8  # Grain reader threads per process.
   # Training reads image-folder JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that leaves the drawn
