@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from resnet_jax import protocols
+from resnet_jax import image_ops
 from resnet_jax.input_pipeline import IMAGE_EXTENSIONS
 
 UNREADABLE = "unreadable.txt"
@@ -114,7 +114,7 @@ def shrink(image: Image.Image, data: Optional[bytes], max_size: int, quality: in
     image.draft("RGB", (int(image.width * scale), int(image.height * scale)))
   pixels = np.asarray(image.convert("RGB"))
   if min(pixels.shape[:2]) > max_size:
-    pixels = protocols.resize_shorter_side(pixels, max_size)
+    pixels = image_ops.resize_shorter_side(pixels, max_size)
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
   return buffer.getvalue()

@@ -280,7 +280,7 @@ def _training_eval_probabilities(workdir, pixels, size, crop_fraction, mean, std
   """Softmax of the run's model on `pixels` preprocessed as training evaluated (input_pipeline)."""
   import jax
   variables, spec = checkpoints.load_variables(workdir)
-  x = input_pipeline.center_crop(pixels, size, crop_fraction).astype(np.float64)
+  x = input_pipeline.resize_center_crop(pixels, size, crop_fraction).astype(np.float64)
   x = ((x - np.asarray(mean)) / np.asarray(std)).astype(np.float32)[None]
   return np.asarray(jax.nn.softmax(spec.build().apply(variables, x)))[0]
 

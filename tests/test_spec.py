@@ -117,10 +117,10 @@ def test_torchvision_spec_is_the_published_preprocessing(torchvision):
 
 def test_transform_feeds_a_grey_model_its_training_input():
   """A 1-channel spec's transform gives what training's center evaluation gives: the luma of an RGB
-  image, resized and cropped as input_pipeline.center_crop does, normalised on the 0-255 scale."""
+  image, resized and cropped as input_pipeline.resize_center_crop does, normalised on the 0-255 scale."""
   from resnet_jax import input_pipeline
   spec = _digits_spec(image_size=8, resize_size=10)
   rgb = np.random.default_rng(0).integers(0, 256, (13, 11, 3), np.uint8)
   grey = np.asarray(Image.fromarray(rgb).convert("L"))[..., None]
-  want = (input_pipeline.center_crop(grey, 8, crop_fraction=0.8).astype(np.float64) - 84.0) / 105.0
+  want = (input_pipeline.resize_center_crop(grey, 8, crop_fraction=0.8).astype(np.float64) - 84.0) / 105.0
   np.testing.assert_allclose(spec.transform()(rgb)[0], want, atol=1e-6)
