@@ -16,6 +16,7 @@ is left out.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from typing import Callable, Optional
 
@@ -88,13 +89,9 @@ DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
 
 def available_decoders() -> list[str]:
   """The DECODERS whose package imports here, fastest measured first (BENCHMARKS.md)."""
-  names = []
-  for name, module in (("simplejpeg", "simplejpeg"), ("opencv", "cv2")):
-    try:
-      __import__(module)
-      names.append(name)
-    except ImportError:
-      pass
+  # find_spec, not import: OpenCV takes a while to import and is only timed, never the default.
+  names = [name for name, module in (("simplejpeg", "simplejpeg"), ("opencv", "cv2"))
+           if importlib.util.find_spec(module) is not None]
   return names + ["pillow"]
 
 
