@@ -240,7 +240,7 @@ def cmd_prepare(args) -> int:
     source = f"tfds:{args.source}:{args.tfds_splits}"
   else:
     source = os.path.abspath(os.path.expanduser(args.source))
-    items = prepare.folder_items(source)
+    items = prepare.folder_items(source, args.out)
   summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
                             workers=args.workers, source=source)
   print(summary.line(args.out, args.max_size, args.quality))

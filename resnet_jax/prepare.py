@@ -62,11 +62,16 @@ def _read_file(path: str) -> tuple[Image.Image, bytes]:
   return image, data
 
 
-def folder_items(root: str) -> list[Item]:
+def folder_items(root: str, out: Optional[str] = None) -> list[Item]:
   """Every image file under `root` (any depth, e.g. root/train/<class>/x.jpg), output at the same
-  relative path; a non-JPEG keeps its name with '.jpg' appended, so a.png and a.jpg cannot collide."""
+  relative path; a non-JPEG keeps its name with '.jpg' appended, so a.png and a.jpg cannot collide.
+  `out`, the output folder, must not lie inside `root` (a second run would copy the copy)."""
   if not os.path.isdir(root):
     raise FileNotFoundError(f"image folder {root!r} does not exist")
+  if out is not None:
+    root_abs, out_abs = os.path.realpath(root), os.path.realpath(out)
+    if os.path.commonpath([root_abs, out_abs]) == root_abs:
+      raise ValueError(f"the output folder {out!r} is inside the image folder {root!r}")
   items = []
   for directory, subdirs, files in os.walk(root):
     subdirs.sort()

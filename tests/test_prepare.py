@@ -52,6 +52,8 @@ def test_prepare_accounts_for_every_image(tmp_path, capsys):
   assert manifest["complete"] and (manifest["images"], manifest["unreadable"]) == (count, 1)
   source = input_pipeline.get_source("folder", "train", data_dir=str(out))
   assert len(source) == count - 1 and source.classes == ["cat", "dog"]
+  assert cli.main(["prepare", str(tmp_path / "src"), str(tmp_path / "src" / "small")]) == 2
+  assert "inside the image folder" in capsys.readouterr().err
 
 
 def test_prepare_resumes_after_an_interruption(tmp_path, monkeypatch):
