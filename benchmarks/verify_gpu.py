@@ -35,7 +35,7 @@ def parse_args():
 
 def torch_model_and_transform(arch, weights_dir, seed):
   """torchvision model (V2 weights where found in weights_dir, else random) and its preprocessing."""
-  from resnet_jax import convert, hub, transforms
+  from resnet_jax import hub, transforms, verify
   if weights_dir:
     for name in ("IMAGENET1K_V2", "IMAGENET1K_V1"):
       if (arch, name) in hub.WEIGHTS:
@@ -43,23 +43,10 @@ def torch_model_and_transform(arch, weights_dir, seed):
         path = os.path.join(weights_dir, weights.filename)
         if os.path.isfile(path):
           import torch
-          model = convert.torchvision_model(arch)
+          model = verify.torchvision_model(arch)
           model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
           return model, weights.transforms(), f"{name} ({weights.filename})"
-  return convert.torchvision_model(arch, seed=seed), transforms.ImageClassification(), "random"
-
-
-def inputs(args, transform):
-  import numpy as np
-  batches = {"random": np.random.default_rng(args.seed).standard_normal(
-      (args.batch, args.size, args.size, 3)).astype(np.float32)}
-  try:
-    import skimage.data
-    from resnet_jax.cli import PHOTOS
-    batches["photos"] = transform([getattr(skimage.data, name)() for name in PHOTOS])
-  except ImportError:
-    print("(scikit-image not installed: random inputs only)")
-  return batches
+  return verify.torchvision_model(arch, seed=seed), transforms.ImageClassification(), "random"
 
 
 def main():
@@ -69,8 +56,7 @@ def main():
   import jax
   import jax.numpy as jnp
   import torch
-  from resnet_jax import convert
-  from resnet_jax.cli import TOLERANCES
+  from resnet_jax import convert, verify
   from resnet_jax.models import get_model
 
   archs = convert.TORCHVISION_ARCHS if args.archs == "all" else args.archs.split(",")
@@ -83,8 +69,8 @@ def main():
   for arch in archs:
     torch_model, transform, weights = torch_model_and_transform(arch, args.weights_dir, args.seed)
     variables = jax.device_put(convert.from_torchvision(torch_model, arch))
-    batches = inputs(args, transform)
-    expected = {name: convert.run_torchvision(torch_model, x) for name, x in batches.items()}
+    batches = verify.inputs(transform, seed=args.seed, batch=args.batch, size=args.size)
+    expected = {name: verify.run_torchvision(torch_model, x) for name, x in batches.items()}
     for dtype in args.dtypes.split(","):
       model = get_model(arch, dtype=jnp.dtype(dtype))
       # bfloat16 compute does not depend on the matmul precision: one run is enough.
@@ -93,11 +79,10 @@ def main():
         with jax.default_matmul_precision(precision):
           forward = jax.jit(model.apply)
           for name, x in batches.items():
-            agreement = convert.compare_logits(forward(variables, x), expected[name])
-            rtol, min_top1 = TOLERANCES[dtype]
+            agreement = verify.compare_logits(forward(variables, x), expected[name])
             # float32 below 'highest' (TF32 on GPUs) is reported, not held to float32's tolerance.
             held = dtype != "float32" or precision == "highest"
-            ok = not held or (agreement.rel <= rtol and agreement.top1 >= min_top1)
+            ok = not held or verify.passes(agreement, dtype)
             failed |= not ok
             print(f"{arch:18s} {weights[:14]:14s} {dtype:9s} {precision:9s} {name:7s} "
                   f"{agreement.max_abs:9.3g} {agreement.rel:9.3g} {agreement.top1:6.1%} "

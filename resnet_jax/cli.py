@@ -12,12 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-# scikit-image's sample photos that `verify` runs through both models.
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-# Default tolerances of `verify` per compute dtype: (max relative error, min top-1 agreement).
-# float32 with matmul precision "highest" agrees to ~1e-6 on CPU; bfloat16 (8 bits of mantissa) to
-# ~1e-2 on resnet18/50, and may swap near-tied classes.
-TOLERANCES = {"float32": (1e-4, 1.0), "bfloat16": (5e-2, 0.75)}
+from resnet_jax import verify
 
 
 class _Error(Exception):
@@ -90,29 +85,13 @@ def cmd_convert(args) -> int:
   return 0
 
 
-def _verification_inputs(args, transform):
-  import numpy as np
-  inputs = {"random": np.random.default_rng(args.seed).standard_normal(
-      (args.batch, args.size, args.size, 3)).astype(np.float32)}
-  if args.no_photos:
-    return inputs
-  try:
-    import skimage.data
-  except ImportError:
-    print("scikit-image is not installed: skipping the photos (pip install scikit-image)",
-          file=sys.stderr)
-    return inputs
-  inputs["photos"] = transform([getattr(skimage.data, name)() for name in PHOTOS])
-  return inputs
-
-
 def _torchvision_for_verify(args):
   """(torchvision model holding the weights, arch, transform) for `verify`."""
   from resnet_jax import convert, transforms
   if args.weights == "random":
     if args.arch is None:
       raise _Error("--weights random needs --arch")
-    return (convert.torchvision_model(args.arch, seed=args.seed), args.arch,
+    return (verify.torchvision_model(args.arch, seed=args.seed), args.arch,
             transforms.ImageClassification())
   import torch
   state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
@@ -120,7 +99,7 @@ def _torchvision_for_verify(args):
   convert.check_values(state, [k for k in state if not k.endswith("num_batches_tracked")],
                        args.allow_nonfinite)
   fc = state.get("fc.weight")
-  model = convert.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
+  model = verify.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
   if fc is None:
     model.fc = torch.nn.Identity()
   model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
@@ -137,18 +116,20 @@ def cmd_verify(args) -> int:
   fc = variables["params"].get("fc")
   model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None,
                     dtype=jnp.dtype(args.dtype))
-  rtol, min_top1 = TOLERANCES[args.dtype]
+  rtol, min_top1 = verify.TOLERANCES[args.dtype]
   rtol = args.rtol if args.rtol is not None else rtol
   min_top1 = args.min_top1 if args.min_top1 is not None else min_top1
   print(f"{arch}, weights {args.weights}, Flax in {args.dtype} (matmul precision "
         f"{args.precision}) vs torchvision float32 on CPU")
   ok = True
-  for name, x in _verification_inputs(args, transform).items():
-    expected = convert.run_torchvision(torch_model, x)
+  batches = verify.inputs(transform, seed=args.seed, batch=args.batch, size=args.size,
+                          photos=not args.no_photos)
+  for name, x in batches.items():
+    expected = verify.run_torchvision(torch_model, x)
     with jax.default_matmul_precision(args.precision):
-      agreement = convert.compare_logits(model.apply(variables, x), expected)
+      agreement = verify.compare_logits(model.apply(variables, x), expected)
     print(f"  {name:7s} {'x'.join(map(str, x.shape)):>14s}: {agreement}")
-    ok &= agreement.rel <= rtol and agreement.top1 >= min_top1
+    ok &= verify.passes(agreement, args.dtype, rtol, min_top1)
   print(f"{'PASS' if ok else 'FAIL'}: tolerance rel <= {rtol:g}, top-1 agreement >= {min_top1:.0%}")
   return 0 if ok else 1
 
@@ -295,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("verify", help="compare the converted model with torchvision's on the same inputs")
   _weights_arguments(p, torchvision_weights + ", or 'random' (seeded random weights and BatchNorm)")
-  p.add_argument("--dtype", choices=sorted(TOLERANCES), default="float32",
+  p.add_argument("--dtype", choices=sorted(verify.TOLERANCES), default="float32",
                  help="compute dtype of the Flax model")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"),
                  help="JAX matmul precision")

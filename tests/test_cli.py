@@ -13,12 +13,12 @@ import pytest
 from flax import traverse_util
 from PIL import Image
 
-from resnet_jax import checkpoints, cli, convert, input_pipeline, transforms
+from resnet_jax import checkpoints, cli, convert, input_pipeline, transforms, verify
 
 
 @pytest.fixture(scope="module")
 def resnet18(torch):
-  return convert.torchvision_model("resnet18", seed=7)
+  return verify.torchvision_model("resnet18", seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_convert_export_round_trip(capsys, pth, resnet18, torch, tmp_path):
     assert code == 0, err
     state = (torch.load(exported, weights_only=True) if name.endswith(".pth")
              else {k: torch.from_numpy(v) for k, v in convert.load_state_dict(exported).items()})
-    fresh = convert.torchvision_model("resnet18")
+    fresh = verify.torchvision_model("resnet18")
     fresh.load_state_dict(state, strict=True)
     for key, value in resnet18.state_dict().items():
       if not key.endswith("num_batches_tracked"):

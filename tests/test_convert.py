@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from resnet_jax import convert
+from resnet_jax import convert, verify
 from resnet_jax.convert import TORCHVISION_ARCHS, CheckpointError, ConversionError
 from resnet_jax.models import get_model
 
@@ -36,7 +36,7 @@ def _flax_forward(model, variables, x, jit):
 
 
 def _assert_close(logits, expected, rtol=RTOL, what="eval"):
-  agreement = convert.compare_logits(logits, expected)
+  agreement = verify.compare_logits(logits, expected)
   print(f"{what}: {agreement}")  # shown by pytest -s, and on failure
   assert agreement.rel < rtol, agreement
   assert agreement.top1 == 1.0, agreement
@@ -70,7 +70,7 @@ def _check_parity(torch_model, arch, jit, **overrides):
   x = _images()
   model = get_model(arch, **{"num_classes": torch_model.fc.out_features, **overrides})
   logits, train_logits, batch_stats = _flax_forward(model, variables, x, jit)
-  _assert_close(logits, convert.run_torchvision(torch_model, x))
+  _assert_close(logits, verify.run_torchvision(torch_model, x))
   _check_train_mode(torch_model, reference.double(), x, train_logits,
                     {"params": variables["params"], "batch_stats": batch_stats})
 
@@ -86,25 +86,25 @@ def _check_train_mode(torch_model, truth_model, x, logits, updated):
   floor: logits 0.94-1.68, running statistics 0.96-1.38, resnet152 the highest; a real error (a
   biased variance in the running statistics, a dropped BatchNorm) is orders of magnitude above it.
   """
-  truth = convert.run_torchvision(truth_model, x, train=True)
+  truth = verify.run_torchvision(truth_model, x, train=True)
   before = {k: v.clone() for k, v in torch_model.state_dict().items()}  # train mode updates in place
   floor_logits, floor_stats, expected = 0.0, 0.0, None
   for k in range(4):
     moved = x if k == 0 else (x * (1 + 2.0**-24 * np.random.default_rng(k).standard_normal(
         x.shape))).astype(np.float32)
     torch_model.load_state_dict(before)
-    out = convert.run_torchvision(torch_model, moved, train=True)
+    out = verify.run_torchvision(torch_model, moved, train=True)
     expected = out if k == 0 else expected
-    floor_logits = max(floor_logits, convert.compare_logits(out, truth).rel)
+    floor_logits = max(floor_logits, verify.compare_logits(out, truth).rel)
     floor_stats = max(floor_stats, _stats_error(
         {name: v.numpy() for name, v in torch_model.state_dict().items()}, truth_model))
-  flax_error = convert.compare_logits(logits, truth).rel
+  flax_error = verify.compare_logits(logits, truth).rel
   flax_stats = _stats_error(convert.to_torchvision(updated, as_numpy=True), truth_model)
-  print(f"train: vs torch float32 {convert.compare_logits(logits, expected)}; rel error vs float64: "
+  print(f"train: vs torch float32 {verify.compare_logits(logits, expected)}; rel error vs float64: "
         f"logits flax {flax_error:.3g}, floor {floor_logits:.3g}; running statistics flax "
         f"{flax_stats:.3g}, floor {floor_stats:.3g}")
   assert flax_error <= 3 * floor_logits + 1e-6
-  assert convert.compare_logits(logits, expected).top1 == 1.0
+  assert verify.compare_logits(logits, expected).top1 == 1.0
   assert flax_stats <= 3 * floor_stats + 1e-6
 
 
@@ -120,7 +120,7 @@ BIG = ("resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_r
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in BIG else a
                                   for a in TORCHVISION_ARCHS])
 def test_parity_with_torchvision(torch, arch):
-  torch_model = convert.torchvision_model(arch, seed=TORCHVISION_ARCHS.index(arch))
+  torch_model = verify.torchvision_model(arch, seed=TORCHVISION_ARCHS.index(arch))
   assert convert.infer_arch(torch_model.state_dict()) == convert.Inferred(arch, 1000)
   _check_parity(torch_model, arch, jit=arch in JIT)
 
@@ -128,20 +128,20 @@ def test_parity_with_torchvision(torch, arch):
 def test_parity_num_classes_and_zero_init_residual(torch):
   # One compile for both options: a head of 10 classes, and blocks whose last BN scale is zero.
   options = dict(num_classes=10, zero_init_residual=True)
-  torch_model = convert.torchvision_model("resnet18", seed=1, **options)
+  torch_model = verify.torchvision_model("resnet18", seed=1, **options)
   _check_parity(torch_model, "resnet18", jit=True, **options)
 
 
 def test_parity_dilation_resnet50(torch):
   options = dict(replace_stride_with_dilation=[False, True, True])
-  torch_model = convert.torchvision_model("resnet50", seed=2, **options)
+  torch_model = verify.torchvision_model("resnet50", seed=2, **options)
   # Weights do not show dilation: the architecture is named, the option passed to the model.
   _check_parity(torch_model, "resnet50", jit=True,
                 replace_stride_with_dilation=(False, True, True))
 
 
 def test_zero_init_residual_weights_convert_as_zeros(torch):
-  torch_model = convert.torchvision_model("resnet18", seed=6, zero_init_residual=True)
+  torch_model = verify.torchvision_model("resnet18", seed=6, zero_init_residual=True)
   params = convert.from_torchvision(torch_model)["params"]
   blocks = [k for k in params if k.startswith("layer")]
   assert len(blocks) == 8
@@ -151,7 +151,7 @@ def test_zero_init_residual_weights_convert_as_zeros(torch):
 
 
 def test_headless(torch):
-  torch_model = convert.torchvision_model("resnet18", seed=3)
+  torch_model = verify.torchvision_model("resnet18", seed=3)
   state = {k: v for k, v in torch_model.state_dict().items() if not k.startswith("fc.")}
   assert convert.infer_arch(state) == convert.Inferred("resnet18", None)
   variables = convert.from_torchvision(state)
@@ -159,7 +159,7 @@ def test_headless(torch):
   torch_model.fc = torch.nn.Identity()
   x = _images()
   features = get_model("resnet18", num_classes=None).apply(variables, x)
-  _assert_close(features, convert.run_torchvision(torch_model, x))
+  _assert_close(features, verify.run_torchvision(torch_model, x))
   assert set(convert.to_torchvision(variables, "resnet18")) == set(torch_model.state_dict())
 
 
@@ -176,7 +176,7 @@ def test_torch_keys():
 
 
 def test_numpy_state_dict_with_wrapper_and_dataparallel_prefix(torch, tmp_path):
-  torch_model = convert.torchvision_model("resnet18", seed=4)
+  torch_model = verify.torchvision_model("resnet18", seed=4)
   wrapped = {"epoch": 3, "state_dict": {"module." + k: v for k, v in torch_model.state_dict().items()}}
   path = tmp_path / "finetuned.pth"
   torch.save(wrapped, path)
@@ -190,7 +190,7 @@ def test_numpy_state_dict_with_wrapper_and_dataparallel_prefix(torch, tmp_path):
 # Bad inputs.
 
 def test_wrong_architecture_lists_missing_unexpected_and_misshaped(torch):
-  state = convert.torchvision_model("resnet18").state_dict()
+  state = verify.torchvision_model("resnet18").state_dict()
   with pytest.raises(ConversionError) as e:
     convert.from_torchvision(state, "resnet34")
   assert "layer1.2.conv1.weight" in e.value.missing
@@ -207,7 +207,7 @@ def test_wrong_architecture_lists_missing_unexpected_and_misshaped(torch):
 
 
 def test_unexpected_and_misshaped_keys(torch):
-  state = dict(convert.torchvision_model("resnet18").state_dict())
+  state = dict(verify.torchvision_model("resnet18").state_dict())
   state["fc.bias"] = torch.zeros(7)
   state["extra.weight"] = torch.zeros(3)
   with pytest.raises(ConversionError) as e:
@@ -231,7 +231,7 @@ def test_not_a_resnet():
 
 def test_truncated_pth(torch, tmp_path):
   path = tmp_path / "resnet18.pth"
-  torch.save(convert.torchvision_model("resnet18").state_dict(), path)
+  torch.save(verify.torchvision_model("resnet18").state_dict(), path)
   data = path.read_bytes()
   path.write_bytes(data[:len(data) // 2])
   with pytest.raises(CheckpointError, match="resnet18.pth is not a readable PyTorch checkpoint"):
@@ -271,7 +271,7 @@ def test_pth_with_code_is_refused_without_running_it(torch, tmp_path):
 
 
 def test_safetensors_without_torch(torch, tmp_path):
-  torch_model = convert.torchvision_model("resnet18", seed=5)
+  torch_model = verify.torchvision_model("resnet18", seed=5)
   path = tmp_path / "resnet18.safetensors"
   from safetensors.numpy import save_file
   save_file(convert.to_torchvision(convert.from_torchvision(torch_model), as_numpy=True), path)
@@ -315,7 +315,7 @@ def test_replace_head():
 
 def test_bfloat16_variables_export_as_float32(torch):
   import jax.numpy as jnp
-  variables = convert.from_torchvision(convert.torchvision_model("resnet18", seed=8))
+  variables = convert.from_torchvision(verify.torchvision_model("resnet18", seed=8))
   half = jax.tree.map(lambda v: np.asarray(v).astype(jnp.bfloat16), variables)
   state = convert.to_torchvision(half, "resnet18")
   assert state["conv1.weight"].dtype == torch.float32
@@ -325,14 +325,14 @@ def test_bfloat16_variables_export_as_float32(torch):
 
 def test_integer_tensors_are_refused_naming_key_and_dtype(torch):
   """An int64 tensor where a weight belongs converted 'successfully' to a model of zero logits."""
-  state = {k: v.numpy() for k, v in convert.torchvision_model("resnet18", seed=3).state_dict().items()}
+  state = {k: v.numpy() for k, v in verify.torchvision_model("resnet18", seed=3).state_dict().items()}
   state["fc.weight"] = state["fc.weight"].astype(np.int64)
   with pytest.raises(ConversionError, match=r"floating point; 1 tensor\(s\) are not: fc.weight \(int64\)"):
     convert.from_torchvision(state, "resnet18")
 
 
 def test_nonfinite_weights_are_refused_unless_allowed(torch):
-  state = {k: v.numpy() for k, v in convert.torchvision_model("resnet18", seed=3).state_dict().items()}
+  state = {k: v.numpy() for k, v in verify.torchvision_model("resnet18", seed=3).state_dict().items()}
   state["layer2.0.bn1.running_var"][:3] = [np.nan, np.inf, -np.inf]
   with pytest.raises(ConversionError, match=r"layer2.0.bn1.running_var \(3 of 128\).*allow_nonfinite"):
     convert.from_torchvision(state, "resnet18")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from resnet_jax import convert, hub
+from resnet_jax import convert, hub, verify
 from resnet_jax.hub import DownloadError
 
 
@@ -19,7 +19,7 @@ def _no_torch_hub_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def resnet18(torch):
-  return convert.torchvision_model("resnet18", seed=0)
+  return verify.torchvision_model("resnet18", seed=0)
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_local_file_and_end_to_end_parity(published, resnet18, torchvision, torc
   preset = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
   with torch.no_grad():
     expected = resnet18(preset(photo)[None]).numpy()
-  agreement = convert.compare_logits(logits, expected)
+  agreement = verify.compare_logits(logits, expected)
   assert agreement.rel < 1e-5 and agreement.top1 == 1.0, agreement
 
 
