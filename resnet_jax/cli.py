@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from resnet_jax import verify
+from resnet_jax import protocols, verify
 
 
 class _Error(Exception):
@@ -211,7 +211,18 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
   from resnet_jax import evaluate
-  return evaluate.main(args.arguments, debug=args.debug)
+  result = evaluate.evaluate(
+      args.checkpoint, args.dataset, args.protocol, split=args.split, data_dir=args.data_dir,
+      average=args.average, mean=args.mean, std=args.std, image_size=args.image_size,
+      resize_size=args.resize_size, scales=args.scales,
+      per_device_batch=args.per_device_batch, images_per_call=args.images_per_call,
+      dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
+  split = args.split or evaluate.default_split(args.dataset)
+  print(f"{args.checkpoint} on {args.dataset}/{split} ({result.count} images), "
+        f"{evaluate.PROTOCOL_NAMES[args.protocol]} testing ({result.views} "
+        f"view{'s' * (result.views > 1)}, {args.average} average): "
+        f"{protocols.format_errors(result.errors)}")
+  return 0
 
 
 def cmd_prepare(args) -> int:
@@ -241,6 +252,44 @@ def _prepare_parser(sub) -> None:
   p.add_argument("--data-dir", help="TFDS data_dir (default: ~/tensorflow_datasets)")
   p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
   p.set_defaults(run=cmd_prepare)
+
+
+def _evaluate_parser(sub) -> None:
+  p = sub.add_parser("evaluate", help="error rates of a checkpoint under the paper's test protocols",
+                     description="A checkpoint's top-1/top-5 error under the paper's testing "
+                                 "protocols (resnet_jax/evaluate.py).")
+  p.add_argument("--checkpoint", required=True,
+                 help="converted model directory (resnet-jax convert --out) or training workdir")
+  p.add_argument("--dataset", required=True,
+                 help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
+                      "prepared TFDS dataset, e.g. cifar10, imagenet2012")
+  p.add_argument("--split", help="the split to evaluate (default: 'validation' for imagenet*, 'val' "
+                                 "for folder, else 'test')")
+  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root (default: "
+                                                "TFDS's ~/tensorflow_datasets)")
+  p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center",
+                 help="the paper's test protocols: center crop, 10-crop (flips), multi-scale (flips "
+                      "and scales: the model must have been trained with them)")
+  p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
+                 help="average softmax probabilities or logits over the views")
+  p.add_argument("--mean", type=float, nargs="+",
+                 help="per-channel mean, 0-255 scale (default: the checkpoint's)")
+  p.add_argument("--std", type=float, nargs="+",
+                 help="per-channel standard deviation, 0-255 scale (default: the checkpoint's)")
+  p.add_argument("--image-size", type=int,
+                 help="the model's input (crop) size (default: the checkpoint's)")
+  p.add_argument("--resize-size", type=int,
+                 help="shorter side before cropping (default: the checkpoint's resize for center, "
+                      "image size x 256/224 for ten_crop)")
+  p.add_argument("--scales", type=int, nargs="+",
+                 help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
+  p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
+  p.add_argument("--images-per-call", type=int, default=64,
+                 help="images decoded and resized per batch of calls (host memory)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
+                 help="compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU)")
+  p.add_argument("--limit", type=int, help="evaluate only the first N examples (default: all)")
+  p.set_defaults(run=cmd_evaluate)
 
 
 def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
@@ -314,11 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="--config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...]")
   p.set_defaults(run=cmd_train)
 
-  # evaluate.py parses its own options (`resnet-jax evaluate --help` reaches them).
-  p = sub.add_parser("evaluate", add_help=False, prefix_chars="\0",
-                     help="error rates of a checkpoint under the paper's test protocols")
-  p.add_argument("arguments", nargs=argparse.REMAINDER)
-  p.set_defaults(run=cmd_evaluate)
+  _evaluate_parser(sub)
 
   p = sub.add_parser("plot", help="plot the training curves of a workdir")
   p.add_argument("workdir", help="training workdir (holds metrics.jsonl)")

@@ -16,11 +16,9 @@ JAX is imported inside the functions, so that `resnet-jax --help` stays instant.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import os
-import sys
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -252,78 +250,5 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
                 scores=scores, labels=labels, indices=indices)
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line.
-
+# How reports name the protocols.
 PROTOCOL_NAMES = {"center": "center crop", "ten_crop": "10-crop", "multi_scale": "multi-scale"}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-  """The options of `resnet-jax evaluate`."""
-  p.add_argument("--checkpoint", required=True,
-                 help="converted model directory (resnet-jax convert --out) or training workdir")
-  p.add_argument("--dataset", required=True,
-                 help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
-                      "prepared TFDS dataset, e.g. cifar10, imagenet2012")
-  p.add_argument("--split", help="the split to evaluate (default: 'validation' for imagenet*, 'val' "
-                                 "for folder, else 'test')")
-  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root (default: "
-                                                "TFDS's ~/tensorflow_datasets)")
-  p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center",
-                 help="the paper's test protocols: center crop, 10-crop (flips), multi-scale (flips "
-                      "and scales: the model must have been trained with them)")
-  p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
-                 help="average softmax probabilities or logits over the views")
-  p.add_argument("--mean", type=float, nargs="+",
-                 help="per-channel mean, 0-255 scale (default: the checkpoint's)")
-  p.add_argument("--std", type=float, nargs="+",
-                 help="per-channel standard deviation, 0-255 scale (default: the checkpoint's)")
-  p.add_argument("--image-size", type=int,
-                 help="the model's input (crop) size (default: the checkpoint's)")
-  p.add_argument("--resize-size", type=int,
-                 help="shorter side before cropping (default: the checkpoint's resize for center, "
-                      "image size x 256/224 for ten_crop)")
-  p.add_argument("--scales", type=int, nargs="+",
-                 help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
-  p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
-  p.add_argument("--images-per-call", type=int, default=64,
-                 help="images decoded and resized per batch of calls (host memory)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
-                 help="compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU)")
-  p.add_argument("--limit", type=int, help="evaluate only the first N examples (default: all)")
-
-
-def run(args: argparse.Namespace) -> int:
-  """Evaluates as `args` say and prints the errors; returns the exit code."""
-  result = evaluate(
-      args.checkpoint, args.dataset, args.protocol, split=args.split, data_dir=args.data_dir,
-      average=args.average, mean=args.mean, std=args.std, image_size=args.image_size,
-      resize_size=args.resize_size, scales=args.scales,
-      per_device_batch=args.per_device_batch, images_per_call=args.images_per_call,
-      dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
-  split = args.split or default_split(args.dataset)
-  print(f"{args.checkpoint} on {args.dataset}/{split} ({result.count} images), "
-        f"{PROTOCOL_NAMES[args.protocol]} testing ({result.views} view{'s' * (result.views > 1)}, "
-        f"{args.average} average): "
-        f"{protocols.format_errors(result.errors)}")
-  return 0
-
-
-def main(argv: Optional[Sequence[str]] = None, debug: bool = False) -> int:
-  """`resnet-jax evaluate ...`; `argv` holds the arguments after the subcommand's name. With
-  `debug`, errors keep their traceback."""
-  from resnet_jax.cli import Parser  # defaults in the help, one-line usage errors
-  parser = Parser(prog="resnet-jax evaluate", description=__doc__.split("\n")[0])
-  add_arguments(parser)
-  args = parser.parse_args(argv)
-  try:
-    return run(args)
-  except (ImportError, OSError, ValueError) as e:  # Missing data or checkpoint, bad sizes: no traceback.
-    if debug:
-      raise
-    print(f"resnet-jax evaluate: error: {e}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-  sys.exit(main())

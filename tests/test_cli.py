@@ -178,17 +178,22 @@ def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
   assert "curves.png" in out
 
 
-def test_evaluate_passes_its_arguments_through(capsys, monkeypatch):
+def test_evaluate_passes_typed_arguments_to_the_library(capsys, monkeypatch):
+  from resnet_jax import evaluate
   calls = []
-  fake = types.ModuleType("resnet_jax.evaluate")
-  fake.main = lambda argv, debug=False: calls.append(argv) or 0
-  monkeypatch.setitem(sys.modules, "resnet_jax.evaluate", fake)
-  # `from resnet_jax import evaluate` reads the package attribute when another test imported it first.
-  import resnet_jax
-  monkeypatch.setattr(resnet_jax, "evaluate", fake, raising=False)
-  argv = ["--checkpoint", "ckpt", "--dataset", "digits", "--protocol", "ten_crop", "--help"]
-  assert _run(capsys, "evaluate", *argv)[0] == 0
-  assert calls == [argv]
+  def fake(checkpoint, dataset, protocol, **kwargs):
+    calls.append((checkpoint, dataset, protocol, kwargs))
+    return types.SimpleNamespace(count=7, views=10, errors={1: 50.0, 5: 25.0})
+  monkeypatch.setattr(evaluate, "evaluate", fake)
+  code, out, _ = _run(capsys, "evaluate", "--checkpoint", "ckpt", "--dataset", "digits", "--protocol",
+                      "ten_crop", "--scales", "8", "11", "--mean", "84", "--limit", "7")
+  assert code == 0 and len(calls) == 1
+  checkpoint, dataset, protocol, kwargs = calls[0]
+  assert (checkpoint, dataset, protocol) == ("ckpt", "digits", "ten_crop")
+  assert kwargs["scales"] == [8, 11] and kwargs["mean"] == [84.0] and kwargs["limit"] == 7
+  assert kwargs["split"] is None and kwargs["average"] == "softmax"
+  assert out.strip() == ("ckpt on digits/test (7 images), 10-crop testing (10 views, softmax average): "
+                         "top-1 error 50.00%, top-5 error 25.00%")
 
 
 def _subcommands() -> dict:
@@ -197,13 +202,10 @@ def _subcommands() -> dict:
 
 
 def _option_parsers():
-  """(name, parser) of each subcommand; evaluate's options live in its own parser."""
-  from resnet_jax import evaluate, train
+  """(name, parser) of each subcommand; train's options live in train.py's parser."""
+  from resnet_jax import train
   for name, parser in _subcommands().items():
-    if name == "evaluate":
-      parser = cli.Parser(prog="resnet-jax evaluate")
-      evaluate.add_arguments(parser)
-    elif name == "train":
+    if name == "train":
       parser = train.build_parser("resnet-jax train")
     yield name, parser
 

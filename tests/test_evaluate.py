@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import checkpoints, evaluate, input_pipeline, models, protocols, train_lib
+from resnet_jax import checkpoints, cli, evaluate, input_pipeline, models, protocols, train_lib
 from resnet_jax.spec import ModelSpec
 
 # A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
@@ -115,8 +115,8 @@ def test_preprocessing_is_the_spec_s_unless_overridden():
 
 
 def test_main_prints_errors(checkpoint, capsys):
-  code = evaluate.main(["--checkpoint", str(checkpoint[0]), "--dataset", "digits", "--protocol",
-                        "ten_crop", "--limit", "7", "--per-device-batch", "2"])
+  code = cli.main(["evaluate", "--checkpoint", str(checkpoint[0]), "--dataset", "digits", "--protocol",
+                   "ten_crop", "--limit", "7", "--per-device-batch", "2"])
   out = capsys.readouterr().out
   assert code == 0
   assert "digits/test (7 images), 10-crop testing (10 views, softmax average): top-1 error" in out
@@ -128,7 +128,7 @@ def test_main_refuses_a_checkpoint_without_a_spec(checkpoint, tmp_path, capsys):
   variables, _ = checkpoints.load_variables(checkpoint[0])
   directory = checkpoints.save_variables(tmp_path / "old", variables, ModelSpec("resnet20", 10))
   (tmp_path / "old" / "model.json").write_text('{"arch": "resnet20", "num_classes": 10}')
-  assert evaluate.main(["--checkpoint", directory, "--dataset", "digits"]) == 2
+  assert cli.main(["evaluate", "--checkpoint", directory, "--dataset", "digits"]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "older resnet_jax" in err and "model.json" in err
 
