@@ -98,7 +98,8 @@ def _to_torch_layout(value: np.ndarray) -> np.ndarray:
   return value
 
 
-def _to_flax_layout(value: np.ndarray) -> np.ndarray:
+def to_flax_layout(value: np.ndarray) -> np.ndarray:
+  """A torch tensor's array in Flax's layout: conv OIHW -> HWIO, linear (out, in) -> (in, out)."""
   if value.ndim == 4:
     return np.transpose(value, (2, 3, 1, 0))
   if value.ndim == 2:
@@ -342,7 +343,7 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
   for key, (path, _) in layout.items():
     value = state[key].astype(np.float32, copy=False)
     # A copy, always: a torch module's arrays share memory with it, and torch updates in place.
-    flat[path] = np.array(_to_flax_layout(value), order="C", copy=True)
+    flat[path] = np.array(to_flax_layout(value), order="C", copy=True)
   return traverse_util.unflatten_dict(flat)
 
 

@@ -66,6 +66,63 @@ def _tiny_run_config(**fields):
   return config
 
 
+def _tiny_config(**overrides):
+  """Digits at their native 8x8, a 3-block ResNet, batch 16: a whole run takes seconds."""
+  import ml_collections
+  from configs import default
+  config = default.get_config()
+  config.model = "resnet20"
+  config.model_overrides = ml_collections.ConfigDict({"stage_sizes": (1, 1, 1), "in_channels": 1})
+  config.source, config.train_split, config.eval_split = "digits", "train", "test"
+  config.image_size, config.augment, config.eval_crop_fraction = 8, "none", 1.0
+  config.mean, config.std = (84.0,), (105.0,)
+  config.batch_size, config.num_train_steps = 16, 6
+  config.base_learning_rate = 1.6  # lr 0.1.
+  config.schedule_unit, config.lr_boundaries = "steps", (4,)
+  config.log_every_steps, config.eval_every_steps = 1, 1000
+  config.checkpoint_every_steps, config.keep_checkpoints = 3, 2
+  config.progress_bar, config.num_data_threads, config.prefetch_batches = False, 1, 1
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+  """`tiny_config(**overrides)`: the config of a whole digits run in seconds."""
+  return _tiny_config
+
+
+def _write_digits_config(path, *, steps: int, lr_boundaries: tuple, checkpoint_every: int):
+  """A config file of the digits recipe at 8 px, 3 blocks, batch 16, for `train.py` in a subprocess."""
+  path.write_text(f'''
+import ml_collections
+from configs import digits
+
+def get_config():
+  config = digits.get_config()
+  config.model_overrides = ml_collections.ConfigDict({{"in_channels": 1, "stage_sizes": (1, 1, 1)}})
+  config.image_size = 8
+  config.batch_size = 16
+  config.num_train_steps = {steps}
+  config.schedule_unit = "steps"
+  config.lr_boundaries = {tuple(lr_boundaries)}
+  config.log_every_steps = 1
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = {checkpoint_every}
+  config.progress_bar = False
+  config.num_data_threads = 1
+  return config
+''')
+  return path
+
+
+@pytest.fixture(scope="session")
+def digits_config_file():
+  """`digits_config_file(path, steps=, lr_boundaries=, checkpoint_every=)` writes a tiny run's config."""
+  return _write_digits_config
+
+
 @pytest.fixture(scope="session")
 def digits_workdir(tmp_path_factory):
   """The digits recipe's model shape (1 input channel, 16 px) trained for 2 steps. Read-only for tests."""

@@ -1,6 +1,5 @@
 """Tests of resnet_jax.checkpoints: model variables, training checkpoints, damaged and partial steps."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -76,16 +75,6 @@ def _data_files(step_dir):
           and os.path.getsize(os.path.join(d, f)) > 64]
 
 
-def _hashes(root) -> dict:
-  """{path relative to root: sha256} of every file under root."""
-  out = {}
-  for d, _, files in os.walk(root):
-    for f in files:
-      path = os.path.join(d, f)
-      out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-  return out
-
-
 def _damage(step_dir, damage):
   """The damages seen in practice (issue 9), applied to one step directory."""
   if damage in ("garbled_arrays", "truncated_arrays"):
@@ -120,16 +109,16 @@ DAMAGES = {"garbled_arrays": "unreadable", "truncated_arrays": "unreadable",
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
+def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage, digest):
   """Resuming falls back to the newest intact step; the damaged one is moved (byte for byte) to
   checkpoints/damaged/, so that saving its step and later ones works again (Orbax skips any step
   <= the newest directory it sees). The trainer and `load_variables` agree on what is intact."""
   _save_steps(tmp_path, [1, 2, 3])
   _damage(tmp_path / "checkpoints" / "3", damage)
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   # A reader skips the damaged step and changes nothing.
   assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 2
-  assert _hashes(tmp_path) == before
+  assert digest(tmp_path) == before
   it = _iterator()
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     state, meta = ckpts.restore_latest(_state(0), it)
@@ -142,7 +131,7 @@ def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage):
     assert ckpts.steps() == [1, 2, 3, 4]
   aside = f"checkpoints/damaged/3-{DAMAGES[damage]}/"
   moved = {k.replace("checkpoints/3/", aside): v for k, v in before.items()}
-  after = _hashes(tmp_path)
+  after = digest(tmp_path)
   assert {k: v for k, v in after.items() if k in moved} == moved  # Nothing lost or changed.
   assert os.path.isdir(tmp_path / aside)
   assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 4
@@ -169,40 +158,40 @@ def test_a_save_orbax_would_skip_is_an_error(tmp_path):
       ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
 
 
-def test_another_model_is_named_and_nothing_moves(tmp_path):
+def test_another_model_is_named_and_nothing_moves(tmp_path, digest):
   """A config of another model is a one-line error naming both, not "damage"; even a damaged
   newer step is left where it is."""
   _save_steps(tmp_path, [1, 2, 3])
   _damage(tmp_path / "checkpoints" / "3", "garbled_arrays")
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.WorkdirMismatchError) as error:
       ckpts.restore_latest(_state(0), _iterator(), checkpoints.training_meta(SPEC.replace(arch="resnet32")))
   message = str(error.value)
   assert "trained with resnet20; you asked for resnet32" in message and "\n" not in message
   assert "arch: 'resnet20' -> 'resnet32'" in message and len(message) < 500
-  assert _hashes(tmp_path) == before
+  assert digest(tmp_path) == before
 
 
-def test_another_state_layout_is_named_not_called_damage(tmp_path):
+def test_another_state_layout_is_named_not_called_damage(tmp_path, digest):
   _save_steps(tmp_path, [1])
   other = _state(0)
   other["opt_state"] = {"0": {"trace": np.zeros((4,), np.float32)}, "1": {"nu": np.zeros(4)}}
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.WorkdirMismatchError, match=r"another layout.*\['opt_state'\]\['1'\]"):
       ckpts.restore_latest(other, _iterator(), checkpoints.training_meta(SPEC))
-  assert _hashes(tmp_path) == before
+  assert digest(tmp_path) == before
 
 
-def test_nothing_intact_is_an_error_and_nothing_moves(tmp_path):
+def test_nothing_intact_is_an_error_and_nothing_moves(tmp_path, digest):
   _save_steps(tmp_path, [1])
   _damage(tmp_path / "checkpoints" / "1", "data_position_edited")
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.CheckpointError, match="none of the 1 checkpoints .* is intact"):
       ckpts.restore_latest(_state(0), _iterator())
-  assert _hashes(tmp_path) == before
+  assert digest(tmp_path) == before
 
 
 def test_partial_write_is_never_picked(tmp_path):
@@ -245,14 +234,14 @@ def test_init_from_converted_model_replaces_the_head(tmp_path):
     train_lib.load_pretrained(other, str(tmp_path / "converted"))
 
 
-def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch):
+def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch, digest):
   """A write that fails (here: ENOSPC at the final rename of step 3) leaves only Orbax's temporary
   directory; the earlier steps are intact, and once there is room the step saves normally."""
   import errno
 
   from orbax.checkpoint._src.path import atomicity
   _save_steps(tmp_path, [1, 2])
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   original = atomicity.AtomicRenameTemporaryPath.finalize
 
   async def full(self, *args, **kwargs):
@@ -266,25 +255,25 @@ def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch)
     ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
     ckpts.wait()
   assert ckpts.steps() == [1, 2]
-  assert {k: v for k, v in _hashes(tmp_path).items() if k in before} == before
+  assert {k: v for k, v in digest(tmp_path).items() if k in before} == before
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", original)
   ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
   ckpts.close()
   assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 3
 
 
-def test_another_process_count_is_named_not_called_damage(tmp_path):
+def test_another_process_count_is_named_not_called_damage(tmp_path, digest):
   """A checkpoint of a two-process run (each process's position sealed), resumed by one process."""
   _save_steps(tmp_path, [1])
   data = tmp_path / "checkpoints" / "1" / "data"
   sealed = (data / "process_0-of-1.json").read_text()
   (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
   (data / "process_1-of-2.json").write_text(sealed)
-  before = _hashes(tmp_path)
+  before = digest(tmp_path)
   with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
     with pytest.raises(checkpoints.WorkdirMismatchError, match=r"written by 2 process\(es\); this run has 1"):
       ckpts.restore_latest(_state(0), _iterator())
-  assert _hashes(tmp_path) == before
+  assert digest(tmp_path) == before
 
 
 def test_a_checkpoint_from_before_sealed_positions_still_resumes(tmp_path):

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import types
 
+import chex
 import numpy as np
 import pytest
-from flax import traverse_util
 from PIL import Image
 
 from resnet_jax import checkpoints, cli, convert, input_pipeline, transforms, verify
@@ -43,13 +43,6 @@ def _run(capsys, *argv):
   code = cli.main(list(argv))
   out, err = capsys.readouterr()
   return code, out, err
-
-
-def _assert_same(a, b):
-  flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
-  assert flat_a.keys() == flat_b.keys()
-  for k in flat_a:
-    np.testing.assert_array_equal(flat_a[k], flat_b[k])
 
 
 def test_console_entry_point():
@@ -86,7 +79,7 @@ def test_convert_export_round_trip(capsys, pth, resnet18, torch, tmp_path):
   assert spec.class_names == transforms.imagenet_classes() and spec.resize_size == 256
   assert spec.source["file"] == str(pth) and spec.source["head"] == "converted"
   assert spec.source["sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
-  _assert_same(variables, convert.from_torchvision(resnet18))
+  chex.assert_trees_all_equal(variables, convert.from_torchvision(resnet18))
 
   for name in ("model.pth", "model.safetensors"):
     exported = tmp_path / name

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import jax
+import chex
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from resnet_jax import convert, verify
 from resnet_jax.convert import TORCHVISION_ARCHS, CheckpointError, ConversionError
@@ -42,14 +42,6 @@ def _assert_close(logits, expected, rtol=RTOL, what="eval"):
   assert agreement.top1 == 1.0, agreement
 
 
-def _assert_same_tree(a, b):
-  flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
-  assert flat_a.keys() == flat_b.keys()
-  for k in flat_a:
-    assert flat_a[k].dtype == flat_b[k].dtype, k
-    np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=str(k))
-
-
 def _check_parity(torch_model, arch, jit, **overrides):
   """Converts `torch_model` and checks eval and train forwards, round trips and a strict load."""
   import torch
@@ -61,7 +53,7 @@ def _check_parity(torch_model, arch, jit, **overrides):
   for key, value in state.items():
     if not key.endswith("num_batches_tracked"):
       assert torch.equal(back[key], value), key
-  _assert_same_tree(convert.from_torchvision(back, arch), variables)
+  chex.assert_trees_all_equal(convert.from_torchvision(back, arch), variables, strict=True)
   # A copy has the same modules as a fresh model, without the cost of initialising one; it then
   # serves as the float64 reference of train mode.
   reference = copy.deepcopy(torch_model)
@@ -180,10 +172,11 @@ def test_numpy_state_dict_with_wrapper_and_dataparallel_prefix(torch, tmp_path):
   wrapped = {"epoch": 3, "state_dict": {"module." + k: v for k, v in torch_model.state_dict().items()}}
   path = tmp_path / "finetuned.pth"
   torch.save(wrapped, path)
-  _assert_same_tree(convert.from_torchvision(path), convert.from_torchvision(torch_model))
+  chex.assert_trees_all_equal(convert.from_torchvision(path), convert.from_torchvision(torch_model),
+                              strict=True)
   as_numpy = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-  _assert_same_tree(convert.from_torchvision(as_numpy, "resnet18"),
-                    convert.from_torchvision(torch_model))
+  chex.assert_trees_all_equal(convert.from_torchvision(as_numpy, "resnet18"),
+                              convert.from_torchvision(torch_model), strict=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from resnet_jax import checkpoints, ema, train_lib
-from test_train_lib import tiny_config
 
 
 class ExponentialMovingAverage(torch.optim.swa_utils.AveragedModel):
@@ -73,7 +72,7 @@ def test_ema_equals_torch_averaged_model_over_the_same_weights():
   assert int(ours["count"]) == int(reference.n_averaged)
 
 
-def test_training_with_ema_evaluates_and_saves_it(tmp_path):
+def test_training_with_ema_evaluates_and_saves_it(tmp_path, tiny_config):
   config = tiny_config(model_ema=True, model_ema_steps=2, model_ema_decay=0.9, num_train_steps=6,
                        eval_every_steps=3, num_epochs=1.0)
   train_lib.train_and_evaluate(config, str(tmp_path))
@@ -95,7 +94,7 @@ def test_training_with_ema_evaluates_and_saves_it(tmp_path):
   assert result["top1"] == pytest.approx([m for m in lines if m["split"] == "eval_ema"][-1]["top1"])
 
 
-def test_ema_weights_need_an_ema_run(tmp_path, capsys):
+def test_ema_weights_need_an_ema_run(tmp_path, capsys, tiny_config):
   train_lib.train_and_evaluate(tiny_config(num_train_steps=3), str(tmp_path))
   with pytest.raises(ValueError, match="no EMA weights"):
     checkpoints.load_variables(str(tmp_path), ema=True)

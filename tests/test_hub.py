@@ -3,9 +3,8 @@
 import hashlib
 import os
 
-import numpy as np
+import chex
 import pytest
-from flax import traverse_util
 
 from resnet_jax import convert, hub, verify
 from resnet_jax.hub import DownloadError
@@ -35,13 +34,6 @@ def published(resnet18, torch, tmp_path, monkeypatch):
   weights = hub.Weights("resnet18", "IMAGENET1K_V1", path.as_uri(), digest[:8], 256)
   monkeypatch.setitem(hub.WEIGHTS, ("resnet18", "IMAGENET1K_V1"), weights)
   return path
-
-
-def _assert_same(a, b):
-  flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
-  assert flat_a.keys() == flat_b.keys()
-  for k in flat_a:
-    np.testing.assert_array_equal(flat_a[k], flat_b[k])
 
 
 def test_table_is_torchvision_s(torchvision):
@@ -74,9 +66,10 @@ def test_download_once_then_cache(published, resnet18, tmp_path):
   model, variables, transform = hub.pretrained("resnet18", "IMAGENET1K_V1", cache=str(cache))
   assert os.listdir(cache) == [published.name]
   assert model.num_classes == 1000 and transform.resize_size == 256
-  _assert_same(variables, convert.from_torchvision(resnet18))
+  chex.assert_trees_all_equal(variables, convert.from_torchvision(resnet18))
   published.unlink()  # the second call must not need the source
-  _assert_same(hub.pretrained("resnet18", "DEFAULT", cache=str(cache)).variables, variables)
+  chex.assert_trees_all_equal(hub.pretrained("resnet18", "DEFAULT", cache=str(cache)).variables,
+                              variables)
 
 
 def test_url_with_hash_in_its_name(published, tmp_path):

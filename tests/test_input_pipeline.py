@@ -11,7 +11,6 @@ from PIL import Image
 from resnet_jax import image_ops
 from resnet_jax import input_pipeline as ip
 from resnet_jax import train_lib
-from test_train_lib import tiny_config
 
 
 def _make_image_folder(root, classes=("cat", "dog"), per_class=5):
@@ -35,7 +34,7 @@ def test_image_folder_source(tmp_path):
   assert batch["image"].shape == (4, 16, 16, 3) and batch["label"].dtype == np.int32
 
 
-def test_image_folder_trains_end_to_end(tmp_path):
+def test_image_folder_trains_end_to_end(tmp_path, tiny_config):
   _make_image_folder(tmp_path / "data" / "train")
   _make_image_folder(tmp_path / "data" / "val", per_class=3)
   config = tiny_config(source="folder", data_dir=str(tmp_path / "data"), train_split="train",
@@ -47,7 +46,7 @@ def test_image_folder_trains_end_to_end(tmp_path):
   assert result["count"] == 6
 
 
-def test_tfds_source_with_mock_data(tmp_path):
+def test_tfds_source_with_mock_data(tmp_path, tiny_config):
   """Flax's `train_test` pattern: one real step through the TFDS path on mocked cifar10."""
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=24):
@@ -69,9 +68,21 @@ def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
 
 
 def test_random_resized_crop_follows_torchvision_ranges():
+  """Boxes inside the image, of 8-100% of its area and aspect ratio 3/4..4/3 (torchvision's
+  defaults), up to the rounding of each side to whole pixels; resized to size x size."""
   rng = np.random.default_rng(0)
   image = np.zeros((100, 200, 3), np.uint8)
-  for _ in range(20):
+  areas, ratios = [], []
+  for _ in range(200):
+    top, left, ch, cw = ip.random_resized_crop_box(100, 200, rng)
+    assert 0 <= top <= 100 - ch and 0 <= left <= 200 - cw
+    slack = 1.0 / min(ch, cw)  # Half a pixel on each side, relative.
+    assert 0.08 * (1 - 2 * slack) <= ch * cw / 20000 <= 1.0
+    assert 3 / 4 * (1 - 2 * slack) <= cw / ch <= 4 / 3 * (1 + 2 * slack)
+    areas.append(ch * cw / 20000)
+    ratios.append(cw / ch)
+  assert min(areas) < 0.2 and max(areas) > 0.6 and min(ratios) < 0.85 and max(ratios) > 1.2  # Spread.
+  for _ in range(5):
     assert ip.random_resized_crop(image, rng, 24).shape == (24, 24, 3)
 
 
@@ -163,7 +174,9 @@ def test_device_iterator_resumes_and_drains():
   resumed = ip.DeviceIterator(ds, put=lambda b: b, prefetch=3, num_threads=1)
   resumed.set_state(state)
   np.testing.assert_array_equal(next(resumed)["label"], expected)
-  assert first  # The finite case: every padded eval batch comes out, then StopIteration.
+  # Batches in the dataset's order, none skipped or repeated by the prefetching.
+  np.testing.assert_array_equal(np.stack(first + [expected]), np.stack([ds[i]["label"] for i in range(4)]))
+  # The finite case: every padded eval batch comes out, then StopIteration.
   ev = ip.eval_dataset(source, global_batch_size=8, image_size=2, eval_protocol="center",
                        crop_fraction=1.0)
   assert len(list(ip.DeviceIterator(ev, put=lambda b: b, prefetch=2, num_threads=1))) == 3

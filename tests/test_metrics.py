@@ -8,7 +8,6 @@ import re
 import pytest
 
 from resnet_jax import logs, metrics, train_lib
-from test_train_lib import tiny_config
 
 
 def _records(workdir):
@@ -33,14 +32,14 @@ def test_eval_steps_evaluate_the_end_once():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_config):
   """The same 6 steps logged every step (a) and every 3 steps (b, with the progress display on)."""
   base = tmp_path_factory.mktemp("metrics")
   train_lib.train_and_evaluate(tiny_config(log_every_steps=1), str(base / "every_step"))
   return base
 
 
-def test_train_metrics_are_means_over_the_interval(runs, capsys):
+def test_train_metrics_are_means_over_the_interval(runs, capsys, tiny_config):
   workdir = str(runs / "every_third")
   with logs.to_stderr():
     train_lib.train_and_evaluate(tiny_config(log_every_steps=3, progress_bar=True), workdir)
@@ -64,7 +63,7 @@ def test_train_metrics_are_means_over_the_interval(runs, capsys):
   assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO step \d", line) for line in lines), err
 
 
-def test_each_split_and_step_is_written_once(runs):
+def test_each_split_and_step_is_written_once(runs, tiny_config):
   workdir = str(runs / "every_step")
   records = _records(workdir)
   keys = [(r["split"], r["step"]) for r in records]
@@ -102,7 +101,7 @@ def test_a_resumed_run_drops_what_it_writes_again(tmp_path):
   assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == expected
 
 
-def test_tensorboard_has_the_config_and_only_metrics_as_scalars(runs):
+def test_tensorboard_has_the_config_and_only_metrics_as_scalars(runs, tiny_config):
   from tensorboard.backend.event_processing import event_accumulator
   from tensorboard.plugins.hparams import plugin_data_pb2
   run_dir = runs / "every_step" / "tensorboard" / "every_step"  # the run is named after the workdir

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import models
+from resnet_jax import convert, models
 from resnet_jax.complexity import complexity
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -305,10 +305,20 @@ def test_inconsistent_options_are_rejected(name, overrides, match):
 # --- parity with PyTorch on the same weights ------------------------------------------------------
 
 def _randomize_torch(module, torch, seed=0):
-  """Random weights and running statistics, so that eval-mode parity exercises all of them."""
+  """Random weights and running statistics, so that eval-mode parity exercises all of them.
+
+  Everything is drawn from `seed`: the convolutions and the classifier get torch's own default
+  initialisation again, from the seeded generator, so the weights do not depend on which tests ran
+  before (the global torch RNG).
+  """
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for m in module.modules():
+      if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+        torch.nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5, generator=g)  # torch's reset_parameters
+        if m.bias is not None:
+          bound = 1 / m.weight[0].numel() ** 0.5
+          torch.nn.init.uniform_(m.bias, -bound, bound, generator=g)
       if isinstance(m, torch.nn.BatchNorm2d):
         m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
         m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
@@ -317,24 +327,12 @@ def _randomize_torch(module, torch, seed=0):
   return module
 
 
-def _torch_to_flax(module, prefix=""):
-  """{'params', 'batch_stats'} from a torch module's state_dict, names mapped as models.py names them."""
-  params, stats = {}, {}
-  for key, value in module.state_dict().items():
-    if key.endswith("num_batches_tracked"):
-      continue
-    *path, leaf = key.replace("downsample.0", "downsample_conv").replace(
-        "downsample.1", "downsample_bn").split(".")
-    value = value.detach().numpy().copy()  # torch updates running stats in place
-    if leaf == "weight" and value.ndim == 4:
-      params.setdefault(tuple(path), {})["kernel"] = value.transpose(2, 3, 1, 0)
-    elif leaf in ("weight", "bias"):
-      params.setdefault(tuple(path), {})["scale" if leaf == "weight" else "bias"] = value
-    else:
-      stats.setdefault(tuple(path), {})["mean" if leaf == "running_mean" else "var"] = value
-  unflatten = lambda d: flax.traverse_util.unflatten_dict(
-      {p + (k,): v for p, leaves in d.items() for k, v in leaves.items()})
-  return {"params": unflatten(params), "batch_stats": unflatten(stats)}
+def _torch_to_flax(module, like):
+  """A torch module's state_dict as the Flax variables of paths `like`, through convert's key map."""
+  state = module.state_dict()
+  flat = {path: convert.to_flax_layout(state[convert.torch_key(path)].detach().numpy().copy())
+          for path in flax.traverse_util.flatten_dict(like)}  # a copy: torch updates in place
+  return flax.traverse_util.unflatten_dict(flat)
 
 
 def _bn_partial(train):
@@ -356,7 +354,8 @@ BLOCK_RELATIVE_TOLERANCE = 1e-4
 
 def _check_block_parity(torch, torch_block, flax_block, x_nhwc):
   _randomize_torch(torch_block, torch)
-  variables = _torch_to_flax(torch_block)
+  like = jax.eval_shape(flax_block(norm=_bn_partial(False)).init, jax.random.key(0), x_nhwc)
+  variables = _torch_to_flax(torch_block, like)
   reference = copy.deepcopy(torch_block).double()
   x_torch = torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy())
   for train in (False, True):
@@ -371,7 +370,7 @@ def _check_block_parity(torch, torch_block, flax_block, x_nhwc):
     assert np.abs(np.asarray(got, np.float64) - want).max() <= bound, f"train={train}"
     if train:  # running statistics updated as torch does, unbiased variance included
       jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
-                   updates["batch_stats"], _torch_to_flax(torch_block)["batch_stats"])
+                   updates["batch_stats"], _torch_to_flax(torch_block, like)["batch_stats"])
 
 
 @pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 9)], ids=["s1", "s2-even", "s2-odd"])
@@ -412,7 +411,10 @@ def test_stem_matches_torch(size, torch, torchvision):
   model = models.get_model("resnet18", stage_sizes=(1, 1, 1, 1))
   x = np.random.default_rng(2).normal(size=(2, size, size, 3)).astype(np.float32)
   variables = jax.tree.map(np.asarray, model.init(jax.random.key(0), x))
-  theirs = _torch_to_flax(torch.nn.ModuleDict({"conv1": tv_model.conv1, "bn1": tv_model.bn1}))
+  stem_variables = {c: {k: v for k, v in variables[c].items() if k in ("conv1", "bn1")}
+                    for c in variables}
+  theirs = _torch_to_flax(torch.nn.ModuleDict({"conv1": tv_model.conv1, "bn1": tv_model.bn1}),
+                          stem_variables)
   variables["params"].update(theirs["params"])
   variables["batch_stats"].update(theirs["batch_stats"])
   with torch.no_grad():

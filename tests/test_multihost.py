@@ -6,31 +6,13 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
+import chex
 import pytest
 
 from resnet_jax import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = '''
-import ml_collections
-from configs import digits
-
-def get_config():
-  config = digits.get_config()
-  config.model_overrides = ml_collections.ConfigDict({"in_channels": 1, "stage_sizes": (1, 1, 1)})
-  config.image_size = 8
-  config.batch_size = 16
-  config.num_train_steps = 6
-  config.schedule_unit = "steps"
-  config.lr_boundaries = (4,)
-  config.log_every_steps = 1
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 3
-  config.progress_bar = False
-  config.num_data_threads = 1
-  return config
-'''
+TINY_RUN = dict(steps=6, lr_boundaries=(4,), checkpoint_every=3)
 
 
 def _free_port() -> int:
@@ -50,10 +32,10 @@ def _env(devices: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def one_process(tmp_path_factory, digits_config_file):
   """The reference: one process with 4 devices, global batch 16, 'jit' layout."""
   base = tmp_path_factory.mktemp("multihost")
-  (base / "tiny.py").write_text(CONFIG)
+  digits_config_file(base / "tiny.py", **TINY_RUN)
   one = subprocess.run(_command(base / "tiny.py", base / "one"), env=_env(4), cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert one.returncode == 0, one.stderr[-3000:]
@@ -64,10 +46,9 @@ def one_process(tmp_path_factory):
 # in the suite, for time: each case starts and compiles in three processes.
 @pytest.mark.slow
 @pytest.mark.parametrize("parallelism", ["jit"])
-def test_two_processes_match_one(tmp_path, parallelism, one_process):
+def test_two_processes_match_one(tmp_path, parallelism, one_process, digits_config_file):
   """Two processes of 2 devices each, against the one-process 'jit' reference."""
-  config = tmp_path / "tiny.py"
-  config.write_text(CONFIG)
+  config = digits_config_file(tmp_path / "tiny.py", **TINY_RUN)
   mode = f"--config.parallelism={parallelism}"
 
   port = _free_port()
@@ -91,19 +72,6 @@ def test_two_processes_match_one(tmp_path, parallelism, one_process):
   assert ref_meta.source["step"] == meta.source["step"] == 6
   # Same examples per global batch; only the order of the cross-device sums differs.
   for part in ("params", "batch_stats"):
-    flat_ref, flat_got = _flat(ref[part]), _flat(got[part])
-    assert flat_ref.keys() == flat_got.keys()
-    for key in flat_ref:
-      np.testing.assert_allclose(flat_got[key], flat_ref[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    chex.assert_trees_all_close(got[part], ref[part], rtol=1e-4, atol=1e-5)
   final = [line for line in outputs[0][0].splitlines() if line.startswith("final:")]
-  assert final and "(360 examples)" in final[0]
-
-
-def _flat(tree, prefix=""):
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}/"))
-    else:
-      out[prefix + key] = np.asarray(value)
-  return out
+  assert final and "(360 examples)" in final[0]  # Every eval example once, over both processes.

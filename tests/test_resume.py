@@ -6,7 +6,6 @@ kills plus damaged checkpoints end the same way; a second trainer and another mo
 XLA_FLAGS below): its multi-threaded Eigen kernels may split reductions differently under load.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -16,33 +15,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+import chex
 import pytest
 
 from resnet_jax import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 24, 4
-
-CONFIG = f'''
-import ml_collections
-from configs import digits
-
-def get_config():
-  config = digits.get_config()
-  config.model_overrides = ml_collections.ConfigDict({{"in_channels": 1, "stage_sizes": (1, 1, 1)}})
-  config.image_size = 8
-  config.batch_size = 16
-  config.num_train_steps = {STEPS}
-  config.schedule_unit = "steps"
-  config.lr_boundaries = (10, 20)
-  config.log_every_steps = 1
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = {EVERY}
-  config.progress_bar = False
-  config.num_data_threads = 1
-  return config
-'''
 
 # Runs train.py, but SIGKILLs itself inside Orbax's commit of a given checkpoint: `commit` is the
 # final rename of the step directory (all items written); `items` is the rename of the 'state'
@@ -67,9 +46,9 @@ runpy.run_path(os.path.join(os.environ["ROOT"], "train.py"), run_name="__main__"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, digits_config_file):
   base = tmp_path_factory.mktemp("resume")
-  (base / "tiny.py").write_text(CONFIG)
+  digits_config_file(base / "tiny.py", steps=STEPS, lr_boundaries=(10, 20), checkpoint_every=EVERY)
   # Deterministic by construction: XLA:CPU on one thread per op, whatever the machine's load.
   flags = ("--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false "
            "intra_op_parallelism_threads=1")
@@ -111,16 +90,7 @@ def _assert_same_as_uninterrupted(workdir, uninterrupted):
   variables, meta = checkpoints.load_variables(str(workdir))
   assert meta.source["step"] == STEPS
   for part in ("params", "batch_stats"):
-    for (path, a), b in zip(_leaves(variables[part]), [x for _, x in _leaves(uninterrupted[0][part])]):
-      np.testing.assert_array_equal(a, b, err_msg=f"{part}/{path}")  # Bit for bit.
-
-
-def _leaves(tree, prefix=""):
-  for key in sorted(tree):
-    if isinstance(tree[key], dict):
-      yield from _leaves(tree[key], f"{prefix}{key}/")
-    else:
-      yield prefix + key, tree[key]
+    chex.assert_trees_all_equal(variables[part], uninterrupted[0][part])  # Bit for bit.
 
 
 def _complete_steps(workdir):
@@ -171,29 +141,20 @@ def test_sigkill_during_checkpoint_writes_then_resume(env, uninterrupted):
   _assert_same_as_uninterrupted(workdir, uninterrupted)
 
 
-def _hashes(root) -> dict:
-  out = {}
-  for d, _, files in os.walk(root):
-    for f in files:
-      path = os.path.join(d, f)
-      out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-  return out
-
-
-def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterrupted):
+def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterrupted, digest):
   base, env = env
   workdir = base / "another_model"
   shutil.copytree(base / "uninterrupted", workdir)
-  before = _hashes(workdir)
+  before = digest(workdir)
   proc = _train(base, env, workdir, extra=["--config.model=resnet32"])
   assert proc.returncode == 2, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("train.py: error: ") and "trained with resnet20; you asked for resnet32" in last
   assert "Traceback" not in proc.stderr and len(proc.stderr) < 5000  # No array dumps.
-  assert _hashes(workdir) == before
+  assert digest(workdir) == before
 
 
-def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupted):
+def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupted, digest):
   """The issue's inputs through train.py: the newest step's largest array file truncated and a stray
   empty checkpoints/1000. The run resumes from the step before, sets both aside byte for byte,
   saves every later step again (the final one included) and ends bit for bit as uninterrupted."""
@@ -204,13 +165,13 @@ def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupte
   assert newest == STEPS
   _corrupt(workdir / "checkpoints" / str(newest), "truncate")
   (workdir / "checkpoints" / "1000").mkdir()
-  before = _hashes(workdir / "checkpoints" / str(newest))
+  before = digest(workdir / "checkpoints" / str(newest))
   proc = _train(base, env, workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _assert_same_as_uninterrupted(workdir, uninterrupted)
   assert _complete_steps(workdir)[-1] == STEPS
   assert sorted(os.listdir(workdir / "checkpoints" / "damaged")) == ["1000-empty", f"{STEPS}-unreadable"]
-  assert _hashes(workdir / "checkpoints" / "damaged" / f"{STEPS}-unreadable") == before
+  assert digest(workdir / "checkpoints" / "damaged" / f"{STEPS}-unreadable") == before
 
 
 # train.py that, with PAUSE_FILE set, waits after its checkpoint of step 8 until that file exists:
@@ -311,3 +272,30 @@ def test_chaos_random_kills_and_damaged_checkpoints_then_resume(env, uninterrupt
   with checkpoints.TrainCheckpoints(str(workdir), keep=None, read_only=True) as ckpts:
     assert ckpts.read(STEPS).step == STEPS
   assert len(os.listdir(workdir / "checkpoints" / "damaged")) == damaged >= 1
+
+
+# The issue's digits run: every modern piece at once (on the tiny 24-step digits config above).
+MODERN = ("--config.auto_augment=ta_wide", "--config.mixup_alpha=0.2", "--config.cutmix_alpha=1.0",
+          "--config.random_erase=0.1", "--config.model_ema=True", "--config.eval_every_steps=12")
+
+
+@pytest.mark.slow
+def test_modern_digits_run_logs_ema_and_resumes_exactly_after_a_kill(env):
+  base, env = env
+  whole = base / "modern"
+  proc = _train(base, env, whole, extra=MODERN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(whole / "metrics.jsonl") as f:
+    splits = [(r["split"], r["step"]) for r in map(json.loads, f)]
+  assert ("eval_ema", 12) in splits and ("eval_ema", 24) in splits
+
+  killed = base / "modern_killed"  # SIGKILL while committing step 12: resumes from step 8.
+  proc = _train(base, env, killed, extra=MODERN, KILL_STEP="12", KILL_WHERE="commit")
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  assert _complete_steps(killed) == [4, 8]
+  proc = _train(base, env, killed, extra=MODERN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for ema in (False, True):  # Augmentation, MixUp/CutMix draws and the EMA all replayed exactly.
+    got, _ = checkpoints.load_variables(str(killed), ema=ema)
+    want, _ = checkpoints.load_variables(str(whole), ema=ema)
+    chex.assert_trees_all_equal(got, want)

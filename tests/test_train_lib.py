@@ -18,25 +18,6 @@ from resnet_jax import checkpoints, image_ops, input_pipeline, models, plot, tra
 TINY = dict(stage_sizes=(1, 1, 1), in_channels=1)
 
 
-def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  """Digits at their native 8x8, a 3-block ResNet, batch 16: a whole run takes seconds."""
-  config = default.get_config()
-  config.model = "resnet20"
-  config.model_overrides = ml_collections.ConfigDict(dict(TINY))
-  config.source, config.train_split, config.eval_split = "digits", "train", "test"
-  config.image_size, config.augment, config.eval_crop_fraction = 8, "none", 1.0
-  config.mean, config.std = (84.0,), (105.0,)
-  config.batch_size, config.num_train_steps = 16, 6
-  config.base_learning_rate = 1.6  # lr 0.1.
-  config.schedule_unit, config.lr_boundaries = "steps", (4,)
-  config.log_every_steps, config.eval_every_steps = 1, 1000
-  config.checkpoint_every_steps, config.keep_checkpoints = 3, 2
-  config.progress_bar, config.num_data_threads, config.prefetch_batches = False, 1, 1
-  for key, value in overrides.items():
-    config[key] = value
-  return config
-
-
 # ----------------------------------------------------------------------------------------------
 # Schedules and optimizer.
 
@@ -70,7 +51,7 @@ def test_cosine_schedule():
   assert float(fn(110)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_schedule_boundaries_in_epochs():
+def test_schedule_boundaries_in_epochs(tiny_config):
   config = tiny_config(schedule_unit="epochs", lr_boundaries=(2, 3), warmup=1.0)
   fn = train_lib.schedule_from_config(config, steps_per_epoch=10.0, total_steps=40)
   assert [float(fn(s)) for s in (5, 10, 19, 20, 30)] == pytest.approx([0.05, 0.1, 0.1, 0.01, 0.001])
@@ -239,7 +220,7 @@ def test_multi_crop_eval_averages_crops():
 # ----------------------------------------------------------------------------------------------
 # The loop, end to end, and bad input.
 
-def test_train_and_evaluate_writes_metrics_checkpoints_and_plot(tmp_path):
+def test_train_and_evaluate_writes_metrics_checkpoints_and_plot(tmp_path, tiny_config):
   workdir = str(tmp_path / "run")
   result = train_lib.train_and_evaluate(tiny_config(), workdir)
   assert result["count"] == 360
@@ -267,18 +248,18 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_plot(tmp_path):
   assert png.endswith(".png") and os.path.getsize(png) > 1000
 
 
-def test_global_batch_not_divisible_by_devices(tmp_path):
+def test_global_batch_not_divisible_by_devices(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
     train_lib.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))
 
 
-def test_missing_dataset_is_a_clear_error(tmp_path):
+def test_missing_dataset_is_a_clear_error(tmp_path, tiny_config):
   config = tiny_config(source="folder", data_dir=str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     train_lib.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def test_bad_config_values_are_named(tmp_path):
+def test_bad_config_values_are_named(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="config.parallelism"):
     train_lib.train_and_evaluate(tiny_config(parallelism="pjit"), str(tmp_path))
   config = tiny_config()
@@ -287,7 +268,7 @@ def test_bad_config_values_are_named(tmp_path):
     train_lib.train_and_evaluate(config, str(tmp_path))
 
 
-def test_nan_loss_stops_before_saving(tmp_path):
+def test_nan_loss_stops_before_saving(tmp_path, tiny_config):
   """Policy: a non-finite loss stops training with NonFiniteLossError; the state that produced
   it is never saved, and every checkpoint left in the workdir is finite and loadable."""
   workdir = str(tmp_path / "run")
