@@ -58,14 +58,9 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
 
 
 def _converted(args):
-  """(variables, ModelSpec) of torchvision weights named by `args` (--arch, --weights, --cache)."""
-  from resnet_jax import convert, hub
-  state, arch, transform, path = _load_torchvision_weights(args.arch, args.weights, args.cache)
-  variables = convert.from_torchvision(state, arch, allow_nonfinite=args.allow_nonfinite)
-  fc = variables["params"].get("fc")
-  spec = hub.torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform,
-                              args.weights)
-  return variables, spec
+  """(variables, ModelSpec) of the weights named by `args` (--arch, --weights, --cache)."""
+  from resnet_jax import hub
+  return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite)
 
 
 def cmd_convert(args) -> int:
@@ -188,7 +183,7 @@ def cmd_export(args) -> int:
   if safetensors:
     from safetensors.numpy import save_file
     save_file(state, args.out, metadata={"arch": spec.arch,
-                                         "resnet_jax.spec": json.dumps(spec.to_json())})
+                                         convert.SPEC_METADATA_KEY: json.dumps(spec.to_json())})
   else:
     import torch
     torch.save(state, args.out)

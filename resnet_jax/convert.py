@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import json
 import os
 from typing import Any, Mapping, Optional
 
@@ -37,6 +38,7 @@ _MODULES = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
 # Keys a training script wraps a state_dict in; 'module.' is what DataParallel/DDP prefix.
 _WRAPPERS = ("state_dict", "model_state_dict", "model")
 _PREFIX = "module."
+SPEC_METADATA_KEY = "resnet_jax.spec"  # where `export` keeps the ModelSpec in a .safetensors
 _LISTED = 20  # keys shown per kind in an error before "... and N more"
 
 
@@ -166,6 +168,32 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, another format, "
                           f"or pickled objects other than tensors): {e}") from e
   return _unwrap(obj, path)
+
+
+def embedded_spec(path: str | os.PathLike):
+  """The ModelSpec that `resnet-jax export` stores in a `.safetensors` file's metadata, or None
+  (a torchvision file, a `.pth`). Exported models of other shapes (1 input channel, CIFAR nets)
+  convert back with their preprocessing this way.
+
+  Raises:
+    CheckpointError: the file's metadata holds a description that cannot be read.
+  """
+  from resnet_jax.spec import ModelSpec, SpecError
+  path = os.fspath(path)
+  if not path.endswith(".safetensors") or not os.path.isfile(path):
+    return None
+  from safetensors import safe_open
+  try:
+    with safe_open(path, "np") as f:
+      text = (f.metadata() or {}).get(SPEC_METADATA_KEY)
+  except Exception as e:  # safetensors raises its own error types for bad headers and short files
+    raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from e
+  if text is None:
+    return None
+  try:
+    return ModelSpec.from_json(json.loads(text), where=f"the model description in {path}")
+  except (json.JSONDecodeError, SpecError) as e:
+    raise CheckpointError(str(e)) from None
 
 
 def _unwrap(obj: Any, where: str) -> dict[str, Any]:
@@ -306,7 +334,7 @@ def check_values(state_dict: Mapping[str, np.ndarray], keys, allow_nonfinite: bo
 
 
 def from_torchvision(source: Any, arch: Optional[str] = None, *,
-                     allow_nonfinite: bool = False) -> dict[str, dict]:
+                     allow_nonfinite: bool = False, model=None) -> dict[str, dict]:
   """Converts torchvision ResNet weights to Flax variables for `models.get_model(arch)`.
 
   The classifier size is read from `fc.weight` (a state_dict without `fc` gives a headless model's
@@ -318,6 +346,8 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
       `.pth`/`.pt` file (loaded with `weights_only=True`) or of a `.safetensors` file (no torch needed).
     arch: a registered model name; inferred from the keys and shapes when None, and logged (INFO).
     allow_nonfinite: convert NaN and infinite values instead of refusing them.
+    model: the built `ResNet` the weights are for, when it has overrides `arch` alone does not
+      describe (1 input channel, other stage sizes...); its classifier size is used.
 
   Returns:
     {'params': ..., 'batch_stats': ...} as nested dicts of numpy arrays.
@@ -328,7 +358,9 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
     CheckpointError: `source` is a file that cannot be read as a checkpoint.
   """
   state = state_dict_of(source)
-  if arch is None:
+  if model is not None:
+    arch, num_classes = arch or "the given model", model.num_classes or None
+  elif arch is None:
     inferred = infer_arch(state)
     log.info("inferred architecture: %s", inferred)
     arch, num_classes = inferred.arch, inferred.num_classes
@@ -336,8 +368,8 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
     num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
     if num_classes is None:
       log.info("no fc.weight: converting %s without a classifier", arch)
-  check_state_dict(state, arch, num_classes)
-  layout = torchvision_layout(arch, num_classes)
+  check_state_dict(state, arch, num_classes, model=model)
+  layout = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
   check_values(state, layout, allow_nonfinite)
   flat = {}
   for key, (path, _) in layout.items():

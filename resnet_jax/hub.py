@@ -134,7 +134,7 @@ def _torch_hub_dir() -> str:
   return os.path.join(torch_home, "hub", "checkpoints")
 
 
-def _sha256(path: str) -> str:
+def sha256(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -156,7 +156,7 @@ def fetch(weights: Weights, directory: Optional[str] = None) -> str:
   target = os.path.join(directory, weights.filename)
   for path in (target, os.path.join(_torch_hub_dir(), weights.filename)):
     if os.path.isfile(path):
-      digest = _sha256(path)
+      digest = sha256(path)
       if not digest.startswith(weights.sha256):
         raise DownloadError(f"{path} has SHA-256 {digest}, but {weights.arch} {weights.name} is "
                             f"published with {weights.sha256}...; delete the file to download it again")
@@ -230,8 +230,38 @@ def resolve(arch: Optional[str], weights: str, directory: Optional[str] = None
   for w in WEIGHTS.values():
     if w.filename == os.path.basename(weights):
       return weights, w.transforms()
-  log.info("%s is not one of torchvision's files: preprocessing with resize 256, crop 224", weights)
+  if convert.embedded_spec(weights) is None:  # an exported file carries its own preprocessing
+    log.info("%s is not one of torchvision's files: preprocessing with resize 256, crop 224", weights)
   return weights, transforms.ImageClassification()
+
+
+def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None, *,
+                 allow_nonfinite: bool = False) -> tuple[dict, ModelSpec]:
+  """(Flax variables, ModelSpec) of a weights file, name or URL (see `resolve`).
+
+  A `.safetensors` written by `resnet-jax export` converts back as the model it describes (1 input
+  channel, CIFAR stages...) with the preprocessing it was trained with; torchvision's weights get
+  torchvision's published preprocessing. `arch` None: read from the export, else inferred (logged).
+  """
+  path, transform = resolve(arch, weights, cache)
+  exported = convert.embedded_spec(path)
+  if exported is not None:
+    if arch is not None and arch != exported.arch:
+      raise ValueError(f"{path} holds a {exported.arch}, not a {arch}")
+    variables = convert.from_torchvision(path, exported.arch, allow_nonfinite=allow_nonfinite,
+                                         model=exported.build())
+    source = {"kind": "export", "file": os.path.abspath(path), "sha256": sha256(path),
+              "exported_from": exported.source}
+    return variables, exported.replace(source=source)
+  state = convert.state_dict_of(path)
+  if arch is None:
+    inferred = convert.infer_arch(state)
+    log.info("inferred architecture: %s", inferred)
+    arch = inferred.arch
+  variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
+  fc = variables["params"].get("fc")
+  return variables, torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform,
+                                     weights)
 
 
 def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
@@ -239,7 +269,7 @@ def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
   """The ModelSpec of torchvision weights read from `path`: torchvision's published preprocessing
   (`transform`'s resize) and, as the source, the weights' name and the file's SHA-256."""
   source = {"kind": "torchvision", "weights": weights, "file": os.path.abspath(path),
-            "sha256": _sha256(path)}
+            "sha256": sha256(path)}
   return ModelSpec.for_torchvision(arch, num_classes, transform.resize_size, source)
 
 
@@ -272,10 +302,5 @@ def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional
     if arch is not None and arch != spec.arch:
       raise ValueError(f"{weights} holds a {spec.arch}, not a {arch}")
   else:
-    if arch is None:
-      raise ValueError("name the architecture of torchvision weights, e.g. pretrained('resnet50')")
-    path, transform = resolve(arch, weights, cache)
-    variables = convert.from_torchvision(path, arch, allow_nonfinite=allow_nonfinite)
-    fc = variables["params"].get("fc")
-    spec = torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform, weights)
+    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite)
   return Pretrained(spec.build(**overrides), variables, spec.transform())

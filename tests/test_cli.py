@@ -292,6 +292,7 @@ def test_predict_and_export_a_digits_workdir(capsys, digits_workdir, digest, tmp
   top = np.argsort(-want)[:3]
   assert _predictions(out)[str(image)] == [(pytest.approx(want[k], abs=1e-4), str(k), k) for k in top]
 
+  import jax
   exported = tmp_path / "digits.safetensors"
   code, out, err = _run(capsys, "export", "--checkpoint", digits_workdir, "--out", str(exported))
   assert code == 0, err
@@ -302,6 +303,24 @@ def test_predict_and_export_a_digits_workdir(capsys, digits_workdir, digest, tmp
                                   variables["params"]["conv1"]["kernel"].transpose(3, 2, 0, 1))
     assert f.get_tensor("conv1.weight").shape == (16, 1, 3, 3)
     assert json.loads(f.metadata()["resnet_jax.spec"]) == spec.to_json()
+
+  # Back again: the export converts and predicts as the model it describes (1 channel, its mean/std),
+  # not as a 3-channel torchvision ResNet with ImageNet's preprocessing.
+  converted = tmp_path / "converted"
+  code, out, err = _run(capsys, "convert", "--weights", str(exported), "--out", str(converted))
+  assert code == 0, err
+  variables_back, spec_back = checkpoints.load_variables(str(converted))
+  assert spec_back.differences(spec) == [] and spec_back.class_names == spec.class_names
+  assert spec_back.source["kind"] == "export"
+  jax.tree.map(np.testing.assert_array_equal, variables_back, variables)
+  for weights in (str(converted), str(exported)):
+    code, out, err = _run(capsys, "predict", "--weights", weights, "--top", "3", str(image))
+    assert code == 0, err
+    assert _predictions(out)[str(image)] == [(pytest.approx(want[k], abs=1e-4), str(k), k) for k in top]
+  code, out, err = _run(capsys, "convert", "--arch", "resnet32", "--weights", str(exported),
+                        "--out", str(tmp_path / "wrong"))
+  _one_line_error(code, err, "holds a resnet20, not a resnet32")
+  assert not os.path.exists(tmp_path / "wrong")
   assert digest(digits_workdir) == before
 
 
