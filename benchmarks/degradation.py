@@ -30,9 +30,6 @@ import re
 import sys
 from typing import Optional, Sequence
 
-# The configs import each other as `configs.<name>`, wherever this script is started from.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 DATASETS = ("digits", "cifar10")
 
@@ -51,10 +48,10 @@ def recipe(dataset: str, model: str, *, epochs: Optional[float] = None,
     evals_per_epoch: test-error points per epoch when `train_steps`/`epochs` set the length.
   """
   if dataset == "digits":
-    from configs import digits
+    from resnet_jax.configs import digits
     config = digits.get_config()
   elif dataset == "cifar10":
-    from configs import cifar10_resnet20
+    from resnet_jax.configs import cifar10_resnet20
     config = cifar10_resnet20.get_config()
     config.data_dir = data_dir
     # The paper's figure shows test error; its recipe validates on 5k training images instead.

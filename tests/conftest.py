@@ -32,6 +32,23 @@ def torch(torchvision):
   return torch_module
 
 
+def _load_benchmark(name: str):
+  """benchmarks/NAME.py as a module (benchmarks/ is scripts, not a package)."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="session")
+def benchmark():
+  """`benchmark(name)`: the module of benchmarks/NAME.py."""
+  return _load_benchmark
+
+
 def _digest(root) -> dict:
   """{relative path: (size, SHA-256)} of every file under `root`: proves nothing was changed."""
   import hashlib

@@ -1,23 +1,12 @@
 """Smoke tests of benchmarks/throughput.py and input_pipeline.py: it runs end to end and reports what it measured (no timing asserted)."""
 
-import importlib.util
 import json
-import pathlib
 import re
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_throughput_benchmark_runs(tmp_path, torchvision, capsys):
+def test_throughput_benchmark_runs(tmp_path, torchvision, capsys, benchmark):
   out = tmp_path / "throughput.json"
-  code = _load("throughput").main([
+  code = benchmark("throughput").main([
       "--models", "resnet18", "--batch", "4", "--image-size", "32", "--dtype", "float32",
       "--steps", "1", "--windows", "2", "--warmup", "1", "--frameworks", "jax,torch_eager",
       "--out", str(out)])
@@ -29,9 +18,9 @@ def test_throughput_benchmark_runs(tmp_path, torchvision, capsys):
   assert "| resnet18 | train |" in capsys.readouterr().out
 
 
-def test_input_pipeline_benchmark_runs(torchvision, capsys):
+def test_input_pipeline_benchmark_runs(torchvision, capsys, benchmark):
   """Every pipeline runs on the same generated photos; the last line is the issue's summary line."""
-  assert _load("input_pipeline").main(["--images", "8", "--batch", "2", "--workers", "1",
+  assert benchmark("input_pipeline").main(["--images", "8", "--batch", "2", "--workers", "1",
                                        "--windows", "1", "--batches", "1"]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert "| torchvision DataLoader, uint8 out |" in "\n".join(lines)

@@ -1,17 +1,16 @@
 """Smoke test of benchmarks/degradation.py: a few steps of a plain and a residual net, curves and PNG."""
 
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-import degradation  # noqa: E402
+
+@pytest.fixture(scope="module")
+def degradation(benchmark):
+  return benchmark("degradation")
 
 
-def test_recipe_changes_only_the_model_and_the_length():
+def test_recipe_changes_only_the_model_and_the_length(degradation):
   from configs import digits
   base, config = digits.get_config(), degradation.recipe("digits", "plain56", epochs=4)
   assert config.model == "plain56"
@@ -25,7 +24,7 @@ def test_recipe_changes_only_the_model_and_the_length():
     degradation.recipe("mnist", "plain20")
 
 
-def test_unregistered_depths_are_built_from_the_20_layer_nets():
+def test_unregistered_depths_are_built_from_the_20_layer_nets(degradation):
   config = degradation.recipe("digits", "plain8")
   assert config.model == "plain20" and tuple(config.model_overrides.stage_sizes) == (1, 1, 1)
   assert degradation.recipe("digits", "resnet32").model == "resnet32"
@@ -33,7 +32,7 @@ def test_unregistered_depths_are_built_from_the_20_layer_nets():
     degradation.recipe("digits", "resnet10")
 
 
-def test_curves_average_the_training_batches_between_evaluations(tmp_path):
+def test_curves_average_the_training_batches_between_evaluations(tmp_path, degradation):
   lines = [{"step": s, "split": "train", "accuracy": a} for s, a in
            [(1, 0.5), (2, 0.7), (3, 0.9), (4, 1.0)]]
   lines += [{"step": 2, "split": "eval", "top1": 0.75}, {"step": 4, "split": "eval", "top1": 0.5}]
@@ -44,7 +43,7 @@ def test_curves_average_the_training_batches_between_evaluations(tmp_path):
   assert out["test_error"] == pytest.approx([25.0, 50.0])
 
 
-def test_script_trains_plots_and_summarises(tmp_path, capsys):
+def test_script_trains_plots_and_summarises(tmp_path, capsys, degradation):
   out = tmp_path / "degradation.png"
   # Depth 8 (one block per stage): the 20-layer nets take a minute to compile on 2 cores.
   code = degradation.main(["--models", "plain8,resnet8", "--train-steps", "3",
