@@ -99,7 +99,7 @@ def _train_size(dataset: str) -> int:
 
 def curves(workdir: str, steps_per_epoch: float) -> dict:
   """{'epoch', 'train_error', 'test_error'} (errors in %) at each evaluation of a finished run."""
-  from resnet_jax.plot import read_metrics
+  from resnet_jax.metrics import read_metrics
   records = read_metrics(workdir)
   train, evaluation = records.get("train", {}), records.get("eval", {})
   out = {"epoch": [], "train_error": [], "test_error": []}

@@ -1,8 +1,9 @@
-"""Training metrics: means over a logging interval, throughput, and their output (JSON lines, TensorBoard)."""
+"""Training metrics: interval means, throughput, metrics.jsonl (written and read back) and TensorBoard."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Optional
@@ -12,6 +13,8 @@ from typing import Optional
 LAST_VALUE_KEYS = ("learning_rate",)
 # Bookkeeping that goes to metrics.jsonl but is not a curve worth drawing in TensorBoard.
 NOT_SCALARS = ("count",)
+
+log = logging.getLogger(__name__)
 
 
 def interval_means(history: list[dict]) -> dict:
@@ -166,3 +169,31 @@ class MetricWriter:
       self._jsonl.close()
       self._tb.close()
       self._jsonl = self._tb = None
+
+
+def read_metrics(workdir: str) -> dict[str, dict[int, dict]]:
+  """{split: {step: record}} from the workdir's metrics.jsonl; for a step written twice (a run
+  resumed from a checkpoint repeats the steps after it) the later record wins.
+
+  Raises:
+    ValueError: naming the file and line of a line that is not a record. A torn last line (no
+      newline: a run killed mid-write) is skipped with a warning instead.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+  records: dict[str, dict[int, dict]] = {}
+  with open(path) as f:
+    lines = f.read().split("\n")
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      records.setdefault(record["split"], {})[record["step"]] = record
+    except (ValueError, KeyError, TypeError) as e:
+      if number == len(lines):  # No newline after it: a record torn by a kill mid-write.
+        log.warning("%s:%d: skipping the torn last line (a run killed while writing it)", path, number)
+        continue
+      raise ValueError(f"{path}:{number}: not a metrics record ({type(e).__name__}: {e})") from None
+  return records

@@ -3,39 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Optional
 
-log = logging.getLogger(__name__)
+from resnet_jax import metrics
 
-
-def read_metrics(workdir: str) -> dict[str, dict[int, dict]]:
-  """{split: {step: record}} from the workdir's metrics.jsonl; for a step written twice (a run
-  resumed from a checkpoint repeats the steps after it) the later record wins.
-
-  Raises:
-    ValueError: naming the file and line of a line that is not a record. A torn last line (no
-      newline: a run killed mid-write) is skipped with a warning instead.
-  """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-  records: dict[str, dict[int, dict]] = {}
-  with open(path) as f:
-    lines = f.read().split("\n")
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-      records.setdefault(record["split"], {})[record["step"]] = record
-    except (ValueError, KeyError, TypeError) as e:
-      if number == len(lines):  # No newline after it: a record torn by a kill mid-write.
-        log.warning("%s:%d: skipping the torn last line (a run killed while writing it)", path, number)
-        continue
-      raise ValueError(f"{path}:{number}: not a metrics record ({type(e).__name__}: {e})") from None
-  return records
 
 
 def _series(records: dict[int, dict], key: str, to_error: bool = False):
@@ -81,7 +53,7 @@ def plot_workdir(workdir: str, out: Optional[str] = None, error_scale: str = "lo
 
   if error_scale not in ("log", "linear"):
     raise ValueError(f"error_scale must be 'log' or 'linear', got {error_scale!r}")
-  records = read_metrics(workdir)
+  records = metrics.read_metrics(workdir)
   train, evaluation = records.get("train", {}), records.get("eval", {})
   fig, (loss_ax, err_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4.6))
   loss_ax.plot(*_series(train, "loss"), label="train (interval mean)")

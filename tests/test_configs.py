@@ -160,8 +160,8 @@ def test_the_main_job_reaches_98_percent_on_held_out_digits(tmp_path):
                          f"--workdir={tmp_path}", "--config.progress_bar=False"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  from resnet_jax import plot
-  evals = plot.read_metrics(str(tmp_path))["eval"]
+  from resnet_jax import metrics
+  evals = metrics.read_metrics(str(tmp_path))["eval"]
   final = evals[max(evals)]
   assert final["count"] == 360  # every held-out digit, once
   assert final["top1"] >= 0.98

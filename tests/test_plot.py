@@ -19,8 +19,8 @@ def _write(workdir, text):
 def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
   lines = [json.dumps(r) for r in RECORDS]
   path = _write(tmp_path, "\n".join(lines) + "\n" + lines[1][:17])
-  with caplog.at_level(logging.WARNING, logger="resnet_jax.plot"):
-    records = plot.read_metrics(str(tmp_path))
+  with caplog.at_level(logging.WARNING, logger="resnet_jax.metrics"):
+    records = metrics.read_metrics(str(tmp_path))
   assert records == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
   assert f"{path}:3: skipping the torn last line" in caplog.text
 
@@ -29,7 +29,7 @@ def test_a_bad_line_inside_the_file_names_file_and_line(tmp_path, capsys):
   lines = [json.dumps(r) for r in RECORDS]
   path = _write(tmp_path, lines[0] + "\n" + lines[1][:17] + "\n" + lines[1] + "\n")
   with pytest.raises(ValueError, match=f"{path}:2: not a metrics record"):
-    plot.read_metrics(str(tmp_path))
+    metrics.read_metrics(str(tmp_path))
   assert cli.main(["plot", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("resnet-jax plot: error: ") and f"{path}:2:" in err and "\n" not in err
@@ -41,7 +41,7 @@ def test_a_resumed_run_does_not_glue_its_records_onto_a_torn_line(tmp_path):
   writer = metrics.MetricWriter(str(tmp_path))
   writer.write(2, "train", {"loss": 1.5})
   writer.close()
-  assert plot.read_metrics(str(tmp_path)) == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
+  assert metrics.read_metrics(str(tmp_path)) == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
 
 
 def test_plot_draws_error_on_either_scale_and_prints_the_path(tmp_path, capsys):
