@@ -10,7 +10,7 @@ and, as a smoke test on a CPU:
 
 What is timed. Training: one full step on a synthetic uint8 batch already on the device, forward,
 backward and the SGD-momentum update with weight decay, bf16 compute (the step `train.py` runs:
-`train_lib.train_step` under `jax.jit` with the state donated); torchvision: the same step with
+`steps.train_step` under `jax.jit` with the state donated); torchvision: the same step with
 channels_last, bf16 autocast and `torch.optim.SGD(momentum=0.9, weight_decay=1e-4)`, eager and under
 `torch.compile`. Inference: bf16 forward; resnet_jax with BatchNorm folded (`inference.fold_batchnorm`),
 torchvision in eval mode. The first steps (compilation, autotuning) are timed separately; then
@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import image_ops, models, train_lib
+from resnet_jax import image_ops, models, optim, train_lib
+from resnet_jax import steps as jax_steps
 from resnet_jax.inference import fold_batchnorm
 
 MEAN, STD = image_ops.IMAGENET_MEAN_255, image_ops.IMAGENET_STD_255
@@ -68,10 +69,10 @@ def _jax_peak_bytes():
 def jax_train(name, batch, size, dtype, steps, windows, warmup):
   model = models.get_model(name, dtype=dtype)
   schedule = lambda step: 0.1
-  tx = train_lib.create_optimizer(schedule, momentum=0.9, nesterov=False, weight_decay=1e-4,
+  tx = optim.create_sgd(schedule, momentum=0.9, nesterov=False, weight_decay=1e-4,
                                   exclude_bn_and_bias=False)
   state = jax.device_put(train_lib.initial_state(model, tx, (size, size, 3), seed=0))
-  step_fn = jax.jit(functools.partial(train_lib.train_step, model=model, tx=tx, schedule=schedule,
+  step_fn = jax.jit(functools.partial(jax_steps.train_step, model=model, tx=tx, schedule=schedule,
                                       mean=MEAN, std=STD), donate_argnums=0)
   rng = np.random.default_rng(0)
   data = jax.device_put({"image": rng.integers(0, 256, (batch, size, size, 3), np.uint8),

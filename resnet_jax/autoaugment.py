@@ -221,6 +221,9 @@ def random_erasing(image: np.ndarray, rng, p: float = 0.5, scale=(0.02, 0.33), r
   return image
 
 
+POLICIES = ("", "ta_wide", "rand_augment", "augmix")  # config.auto_augment's choices ('': none).
+
+
 def train_policy(auto_augment: str, *, ra_magnitude: int = 9, augmix_severity: int = 3,
                  random_erase: float = 0.0, erase_value: Sequence[float] = (0.0,)
                  ) -> Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
@@ -234,8 +237,9 @@ def train_policy(auto_augment: str, *, ra_magnitude: int = 9, augmix_severity: i
   policies = {"": None, "ta_wide": trivial_augment_wide,
               "rand_augment": lambda image, rng: rand_augment(image, rng, magnitude=ra_magnitude),
               "augmix": lambda image, rng: augmix(image, rng, severity=augmix_severity)}
+  assert tuple(policies) == POLICIES
   if auto_augment not in policies:
-    raise ValueError(f"unknown auto_augment {auto_augment!r}; expected one of {sorted(policies)}")
+    raise ValueError(f"unknown auto_augment {auto_augment!r}; expected one of {POLICIES}")
   policy = policies[auto_augment]
   if policy is None and not random_erase:
     return None

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import ml_collections
 
+from resnet_jax import autoaugment, input_pipeline, models, optim, sharding
+
 Rule = Callable[[Any], Optional[str]]  # The value -> None, or 'expected ...'.
 
 
@@ -90,24 +92,20 @@ def sequence_of(rule: Rule, *, nondecreasing: bool = False) -> Rule:
 
 
 def _models():
-  from resnet_jax import models
   return models.list_models()
 
 
 def _augmentations():
-  from resnet_jax import input_pipeline
   return input_pipeline.AUGMENTATIONS
 
 
 def _eval_protocols():
-  from resnet_jax import input_pipeline
   return input_pipeline.EVAL_PROTOCOLS
 
 
 def _model_overrides(x) -> Optional[str]:
   import dataclasses
 
-  from resnet_jax import models
   fields = {f.name for f in dataclasses.fields(models.ResNet)} - {"parent", "name"}
   unknown = set(x) - fields
   if unknown:
@@ -119,17 +117,17 @@ RULES: dict[str, Rule] = {
     "model": one_of(_models),
     "model_overrides": _model_overrides,
     "num_classes": integer(0),
-    "dtype": one_of(lambda: ("auto", "float32", "bfloat16")),
+    "dtype": one_of(lambda: models.COMPUTE_DTYPES),
     "init_from": string(),
     # Data.
-    "source": one_of(lambda: ("tfds", "folder", "digits", "synthetic")),
+    "source": one_of(lambda: input_pipeline.SOURCES),
     "dataset": string(),
     "data_dir": string(),
     "train_split": string(nonempty=True),
     "eval_split": string(nonempty=True),
     "image_size": integer(1),
     "augment": one_of(_augmentations),
-    "auto_augment": one_of(lambda: ("", "ta_wide", "rand_augment", "augmix")),
+    "auto_augment": one_of(lambda: autoaugment.POLICIES),
     "ra_magnitude": integer_in(0, 30),  # A bin of RandAugment's 31.
     "augmix_severity": integer_in(1, 10),  # torchvision's AugMix range.
     "random_erase": number(0, 1),
@@ -154,10 +152,10 @@ RULES: dict[str, Rule] = {
     "num_train_steps": integer(-1),
     "base_learning_rate": number(0),
     "learning_rate": number(0),
-    "lr_schedule": one_of(lambda: ("step", "cosine", "poly", "constant")),
+    "lr_schedule": one_of(lambda: optim.SCHEDULES),
     "lr_end": number(0),
     "lr_power": number(0, low_open=True),
-    "optimizer": one_of(lambda: ("sgd", "adamw", "lars", "lamb")),
+    "optimizer": one_of(lambda: optim.OPTIMIZERS),
     "norm_weight_decay": number(),  # < 0: weight_decay. See CROSS_CHECKS.
     "bias_weight_decay": number(),
     "clip_grad_norm": number(0),
@@ -166,7 +164,7 @@ RULES: dict[str, Rule] = {
     "lr_boundaries": sequence_of(number(0), nondecreasing=True),
     "lr_decay_factor": number(0),
     "warmup": number(0),
-    "warmup_type": one_of(lambda: ("linear", "constant")),
+    "warmup_type": one_of(lambda: optim.WARMUPS),
     "warmup_factor": number(0),
     "momentum": number(0, 1),
     "nesterov": boolean,
@@ -179,7 +177,7 @@ RULES: dict[str, Rule] = {
     "model_ema_steps": integer(1),
     "model_ema_decay": number(0, 1),
     # Devices.
-    "parallelism": one_of(lambda: ("jit", "pmap")),
+    "parallelism": one_of(lambda: sharding.LAYOUTS),
     "sync_batch_norm": boolean,
     "distributed.initialize": boolean,
     "distributed.coordinator_address": string(),
@@ -197,7 +195,6 @@ RULES: dict[str, Rule] = {
 
 
 def _in_channels(config) -> int:
-  from resnet_jax import models
   return config.model_overrides.get("in_channels", models.ResNet.in_channels)
 
 

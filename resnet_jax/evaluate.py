@@ -111,37 +111,14 @@ def load_source(dataset: str, split: Optional[str] = None, data_dir: str = "",
 
 
 # ----------------------------------------------------------------------------------------------
-# The model on every local device.
-
-def sharded_logits_fn(model, variables: dict, devices: Optional[Sequence] = None) -> Callable:
-  """`logits_fn(views_nhwc float32) -> numpy logits`, the views split over `devices` (default: all
-  local devices) and the variables replicated on them. Views must come in multiples of the
-  device count; one compilation per view shape."""
-  import jax
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  mesh = Mesh(np.asarray(devices or jax.local_devices()), ("data",))
-  replicated = NamedSharding(mesh, PartitionSpec())
-  split = NamedSharding(mesh, PartitionSpec("data"))
-  on_devices = jax.device_put(variables, replicated)
-
-  @jax.jit
-  def apply(variables, views):
-    return model.apply(variables, views.astype(model.dtype), train=False)
-
-  def logits_fn(views: np.ndarray) -> np.ndarray:
-    # Explicit placement: the views arrive from the host, split along the batch, and the output
-    # is gathered back whole.
-    return np.asarray(apply(on_devices, jax.device_put(np.asarray(views, np.float32), split)))
-
-  return logits_fn
-
+# The model.
 
 def build_model(spec, dtype: str = "float32"):
   """The model a `ModelSpec` describes, in the compute dtype."""
-  from resnet_jax import train_lib
+  from resnet_jax import models
   if not spec.num_classes:
     raise ValueError(f"the checkpoint's {spec.arch} has no classifier: nothing to evaluate")
-  return spec.build(dtype=train_lib.compute_dtype(dtype))
+  return spec.build(dtype=models.compute_dtype(dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +199,7 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
     A `Result`.
   """
   import jax
-  from resnet_jax import checkpoints
+  from resnet_jax import checkpoints, sharding
   variables, spec = (checkpoints.load_variables(variables_dir)
                      if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
   prep = preprocessing(spec, mean=mean, std=std, image_size=image_size)
@@ -234,7 +211,7 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   source = (load_source(dataset, split, data_dir, spec.class_names, spec.in_channels)
             if isinstance(dataset, str) else dataset)
   model = build_model(spec, dtype)
-  logits_fn = sharded_logits_fn(model, variables)
+  logits_fn = sharding.sharded_logits_fn(model, variables)
 
   n = len(source) if limit is None else min(limit, len(source))
   if n == 0:

@@ -166,6 +166,9 @@ def digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> InMemorySou
   return InMemorySource(x, y, num_classes=10, class_names=[str(d) for d in range(10)])
 
 
+SOURCES = ("tfds", "folder", "digits", "synthetic")  # get_source's kinds; config.source's choices.
+
+
 def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = "",
                image_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
                synthetic_examples: int = 1281167, class_names: Optional[Sequence[str]] = None):
@@ -183,7 +186,7 @@ def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = ""
   if source == "synthetic":
     # A different seed per split, so the eval images are not the training images.
     return SyntheticSource(synthetic_examples, image_shape, num_classes, seed=zlib.crc32(split.encode()))
-  raise ValueError(f"unknown data source {source!r}; expected 'tfds', 'folder', 'digits' or 'synthetic'")
+  raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +239,7 @@ def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.87
 
 
 # Training augmentations: fn(image, rng, size) -> image; evaluation protocols: fn(image, size,
-# crop_fraction) -> image (or (crops, H, W, C): `train_lib.eval_step` averages over crops).
+# crop_fraction) -> image (or (crops, H, W, C): `steps.eval_step` averages over crops).
 # This is the one place `config.augment` and `config.eval_protocol` are resolved (the paper's are
 # added below, from resnet_jax.protocols); config_checks reads these tables.
 AUGMENTATIONS: dict[str, Callable] = {
@@ -263,7 +266,7 @@ def _paper_short_side(size: int) -> tuple[int, int]:
 
 
 def ten_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-  """The 10-crop protocol's views, (10, size, size, C); `train_lib.eval_step` averages them."""
+  """The 10-crop protocol's views, (10, size, size, C); `steps.eval_step` averages them."""
   return protocols.ten_crop_views(image, resize_size=round(size / crop_fraction), crop_size=size)[0]
 
 

@@ -386,6 +386,19 @@ def get_model(name: str, **overrides) -> ResNet:
   return _MODELS[name](**overrides)
 
 
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")  # config.dtype's choices.
+
+
+def compute_dtype(name: str):
+  """'auto' is bfloat16 on GPU/TPU (float32 parameters and BN statistics stay) and float32 on CPU,
+  where bfloat16 is emulated and slower."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
+  return jnp.dtype(name)
+
+
 IMAGENET = dict(stem="imagenet", stage_widths=(64, 128, 256, 512), num_classes=1000)
 # Paper sec. 4.2: 3x3 stem of 16 filters, three stages of 16/32/64 filters of n blocks, option A.
 CIFAR = dict(stem="cifar", stage_widths=(16, 32, 64), num_classes=10, shortcut="A",

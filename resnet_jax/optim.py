@@ -1,5 +1,7 @@
-"""Optimizers of the modern recipes: per-group weight decay as torchvision's reference, gradient-norm
-clipping, and AdamW / LARS / LAMB from optax with the exclusions their ResNet recipes use.
+"""Learning-rate schedules and optimizers: the paper's SGD and the modern recipes' optimizers.
+
+The modern recipes get per-group weight decay as torchvision's reference, gradient-norm clipping,
+and AdamW / LARS / LAMB from optax with the exclusions their ResNet recipes use.
 
 torchvision's reference (`utils.set_weight_decay`) puts each parameter in one group: a parameter
 named 'bias' gets `--bias-weight-decay` when given (BatchNorm biases included: its custom key is
@@ -13,9 +15,12 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
+SCHEDULES = ("step", "cosine", "poly", "constant")
+WARMUPS = ("linear", "constant")
 
 
 def _is_norm(path, leaf) -> bool:
@@ -76,3 +81,56 @@ def create(name: str, schedule: optax.Schedule, *, weight_decay: float, momentum
   if clip_grad_norm:
     tx = optax.chain(optax.clip_by_global_norm(clip_grad_norm), tx)
   return tx
+
+
+def learning_rate_schedule(*, learning_rate: float, kind: str, total_steps: int,
+                           boundaries: tuple = (), decay_factor: float = 0.1, warmup_steps: int = 0,
+                           warmup_type: str = "linear", warmup_factor: float = 0.0,
+                           end_value: float = 0.0, power: float = 2.0) -> optax.Schedule:
+  """The learning rate at each step.
+
+  Args:
+    learning_rate: the peak rate (already scaled with the batch size).
+    kind: 'step' (multiply by `decay_factor` at each of `boundaries`, in steps from the start, as
+      the paper), 'cosine' (to zero at `total_steps`, starting after the warm-up), 'poly' (from
+      `learning_rate` to `end_value` as (1 - t/T)^`power` over the steps after the warm-up: the
+      LARS recipes') or 'constant'.
+    warmup_steps: steps of warm-up before the main schedule; 'linear' ramps from
+      `warmup_factor * learning_rate` to `learning_rate`, 'constant' holds `warmup_factor *
+      learning_rate` (the paper's ResNet-110: 0.01 for the first 400 iterations, then 0.1).
+  """
+  if kind == "step":
+    main = optax.piecewise_constant_schedule(learning_rate, {int(b): decay_factor for b in boundaries})
+  elif kind == "cosine":
+    cosine = optax.cosine_decay_schedule(learning_rate, max(total_steps - warmup_steps, 1))
+    main = lambda step: cosine(jnp.maximum(step - warmup_steps, 0))
+  elif kind == "poly":
+    poly = optax.polynomial_schedule(learning_rate, end_value, power,
+                                     max(total_steps - warmup_steps, 1))
+    main = lambda step: poly(jnp.maximum(step - warmup_steps, 0))
+  elif kind == "constant":
+    main = optax.constant_schedule(learning_rate)
+  else:
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; expected one of {SCHEDULES}")
+  if not warmup_steps:
+    return main
+  if warmup_type == "linear":
+    warm = optax.linear_schedule(warmup_factor * learning_rate, learning_rate, warmup_steps)
+  elif warmup_type == "constant":
+    warm = optax.constant_schedule(warmup_factor * learning_rate)
+  else:
+    raise ValueError(f"unknown warm-up {warmup_type!r}; expected one of {WARMUPS}")
+  return lambda step: jnp.where(step < warmup_steps, warm(step), main(step))
+
+
+def create_sgd(schedule: optax.Schedule, *, momentum: float, nesterov: bool,
+                     weight_decay: float, exclude_bn_and_bias: bool) -> optax.GradientTransformation:
+  """SGD with momentum and decoupled-from-the-loss L2 weight decay.
+
+  The decay is added to the gradient before momentum, which is what PyTorch's
+  `SGD(weight_decay=...)` and the paper do; with `exclude_bn_and_bias`, vectors (BatchNorm scales
+  and biases, the classifier bias) are not decayed.
+  """
+  mask = (lambda params: jax.tree.map(lambda p: p.ndim > 1, params)) if exclude_bn_and_bias else None
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
+                     optax.sgd(schedule, momentum=momentum, nesterov=nesterov))

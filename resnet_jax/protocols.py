@@ -275,7 +275,7 @@ def averaged_scores(logits_fn: Callable, images: Sequence[np.ndarray],
 def topk_correct(scores, labels, k: int):
   """Whether each label is among the `k` highest scores: torchvision's rule, `topk` then `eq`.
 
-  The one top-k rule of the library: the in-loop evaluation (`train_lib.eval_step`) and
+  The one top-k rule of the library: the in-loop evaluation (`steps.eval_step`) and
   `resnet-jax evaluate` both count with it. Tied scores rank the lower class index first (as
   `jax.lax.top_k` and torch's `topk` order them). Works on numpy and JAX arrays, and in jit.
   """

@@ -1,4 +1,4 @@
-"""Training: TrainState, the pure train/eval steps, optimizer and schedules, device layouts, the loop."""
+"""The training loop: a run set up from its config, then steps, evaluations and checkpoints."""
 
 from __future__ import annotations
 
@@ -10,133 +10,29 @@ import math
 import os
 from typing import Any, Callable, Optional
 
-import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import serialization, struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from flax import serialization, traverse_util
 
 from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
                         optim, workdir_lock)
-from resnet_jax import image_ops, logs, protocols
+from resnet_jax import logs, sharding, steps
 from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
 from resnet_jax import spec as spec_lib
 
 log = logging.getLogger(__name__)
-PMAP_AXIS = "batch"  # The pmap axis name; BatchNorm averages its statistics over it when synced.
-MESH_AXIS = "data"   # The mesh axis the batch is split along in 'jit' mode.
 # Errors in what the user gave (config values, the workdir's state): train.py prints one line.
 USER_ERRORS = (config_checks.ConfigError, checkpoints.CheckpointError, workdir_lock.WorkdirBusyError)
 
 
-class TrainState(struct.PyTreeNode):
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  ema: Any = None  # With config.model_ema: ema.init's {'params', 'batch_stats', 'count'}.
-
-
-def _state_to_dict(state: TrainState) -> dict:
-  # Without EMA the checkpoint holds exactly the fields it held before EMA existed, so runs
-  # started earlier still resume.
-  return {f.name: serialization.to_state_dict(getattr(state, f.name))
-          for f in dataclasses.fields(state) if not (f.name == "ema" and state.ema is None)}
-
-
-def _state_from_dict(target: TrainState, values: dict) -> TrainState:
-  return target.replace(**{name: serialization.from_state_dict(getattr(target, name), values[name])
-                           for name in values})
-
-
-serialization.register_serialization_state(TrainState, _state_to_dict, _state_from_dict,
-                                           override=True)
-
-
-def ema_view(state: TrainState) -> TrainState:
-  """`state` with the EMA's parameters and BatchNorm statistics in place of the model's."""
-  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
-
-
 # ----------------------------------------------------------------------------------------------
-# Model, optimizer, schedule.
-
-def create_model(config: ml_collections.ConfigDict, num_classes: int,
-                 axis_name: Optional[str] = None) -> models.ResNet:
-  """The configured architecture, with `config.model_overrides` applied and the compute dtype."""
-  overrides = dict(config.model_overrides)
-  return models.get_model(config.model, num_classes=num_classes, dtype=compute_dtype(config.dtype),
-                          axis_name=axis_name, **overrides)
-
-
-def compute_dtype(name: str):
-  """'auto' is bfloat16 on GPU/TPU (float32 parameters and BN statistics stay) and float32 on CPU,
-  where bfloat16 is emulated and slower."""
-  if name == "auto":
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  if name not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
-  return jnp.dtype(name)
-
-
-def learning_rate_schedule(*, learning_rate: float, kind: str, total_steps: int,
-                           boundaries: tuple = (), decay_factor: float = 0.1, warmup_steps: int = 0,
-                           warmup_type: str = "linear", warmup_factor: float = 0.0,
-                           end_value: float = 0.0, power: float = 2.0) -> optax.Schedule:
-  """The learning rate at each step.
-
-  Args:
-    learning_rate: the peak rate (already scaled with the batch size).
-    kind: 'step' (multiply by `decay_factor` at each of `boundaries`, in steps from the start, as
-      the paper), 'cosine' (to zero at `total_steps`, starting after the warm-up), 'poly' (from
-      `learning_rate` to `end_value` as (1 - t/T)^`power` over the steps after the warm-up: the
-      LARS recipes') or 'constant'.
-    warmup_steps: steps of warm-up before the main schedule; 'linear' ramps from
-      `warmup_factor * learning_rate` to `learning_rate`, 'constant' holds `warmup_factor *
-      learning_rate` (the paper's ResNet-110: 0.01 for the first 400 iterations, then 0.1).
-  """
-  if kind == "step":
-    main = optax.piecewise_constant_schedule(learning_rate, {int(b): decay_factor for b in boundaries})
-  elif kind == "cosine":
-    cosine = optax.cosine_decay_schedule(learning_rate, max(total_steps - warmup_steps, 1))
-    main = lambda step: cosine(jnp.maximum(step - warmup_steps, 0))
-  elif kind == "poly":
-    poly = optax.polynomial_schedule(learning_rate, end_value, power,
-                                     max(total_steps - warmup_steps, 1))
-    main = lambda step: poly(jnp.maximum(step - warmup_steps, 0))
-  elif kind == "constant":
-    main = optax.constant_schedule(learning_rate)
-  else:
-    raise ValueError(f"unknown learning-rate schedule {kind!r}; expected 'step', 'cosine' or 'constant'")
-  if not warmup_steps:
-    return main
-  if warmup_type == "linear":
-    warm = optax.linear_schedule(warmup_factor * learning_rate, learning_rate, warmup_steps)
-  elif warmup_type == "constant":
-    warm = optax.constant_schedule(warmup_factor * learning_rate)
-  else:
-    raise ValueError(f"unknown warm-up {warmup_type!r}; expected 'linear' or 'constant'")
-  return lambda step: jnp.where(step < warmup_steps, warm(step), main(step))
-
-
-def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: bool,
-                     weight_decay: float, exclude_bn_and_bias: bool) -> optax.GradientTransformation:
-  """SGD with momentum and decoupled-from-the-loss L2 weight decay.
-
-  The decay is added to the gradient before momentum, which is what PyTorch's
-  `SGD(weight_decay=...)` and the paper do; with `exclude_bn_and_bias`, vectors (BatchNorm scales
-  and biases, the classifier bias) are not decayed.
-  """
-  mask = (lambda params: jax.tree.map(lambda p: p.ndim > 1, params)) if exclude_bn_and_bias else None
-  return optax.chain(optax.add_decayed_weights(weight_decay, mask),
-                     optax.sgd(schedule, momentum=momentum, nesterov=nesterov))
-
+# The state at the start: fresh, or with pretrained weights merged in.
 
 def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_shape: tuple,
-                  seed: int, model_ema: bool = False) -> TrainState:
+                  seed: int, model_ema: bool = False) -> steps.TrainState:
   """A fresh state on the host (numpy), the same on every process for the same seed; with
   `model_ema`, an EMA of the weights beside them."""
   @jax.jit
@@ -144,7 +40,7 @@ def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_
     variables = model.init(rng, jnp.zeros((1, *image_shape), model.dtype), train=False)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params),
                       ema=ema.init(params, batch_stats) if model_ema else None)
   # RBG rather than the default threefry: XLA:CPU takes ~15 s to compile threefry's normal samples
@@ -152,8 +48,8 @@ def initial_state(model: models.ResNet, tx: optax.GradientTransformation, image_
   return jax.device_get(init(jax.random.key(seed, impl="rbg")))
 
 
-def load_pretrained(state: TrainState, directory: str,
-                    expected: Optional[spec_lib.ModelSpec] = None) -> TrainState:
+def load_pretrained(state: steps.TrainState, directory: str,
+                    expected: Optional[spec_lib.ModelSpec] = None) -> steps.TrainState:
   """Replaces `state`'s params and batch_stats with those saved in `directory`.
 
   `directory` is a `save_variables` checkpoint (e.g. a converted torchvision model) or a training
@@ -166,8 +62,8 @@ def load_pretrained(state: TrainState, directory: str,
   if expected is not None:
     _check_pretrained_input(theirs_spec, expected, directory)
   ours = {"params": state.params, "batch_stats": state.batch_stats}
-  flat_ours = dict(_flatten(ours))
-  flat_theirs = dict(_flatten(variables))
+  flat_ours = traverse_util.flatten_dict(ours)
+  flat_theirs = traverse_util.flatten_dict(variables)
   merged = {}
   for path, value in flat_ours.items():
     if path not in flat_theirs:
@@ -182,7 +78,7 @@ def load_pretrained(state: TrainState, directory: str,
     else:
       raise ValueError(f"init_from {directory}: {'/'.join(path)} has shape {theirs.shape}, "
                        f"the model expects {value.shape}")
-  loaded = _unflatten(merged)
+  loaded = traverse_util.unflatten_dict(merged)
   return state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
 
 
@@ -195,221 +91,6 @@ def _check_pretrained_input(theirs: spec_lib.ModelSpec, ours: spec_lib.ModelSpec
     log.warning("init_from %s: the checkpoint was trained with mean %s, std %s (0-255 scale); this "
                 "run normalises with mean %s, std %s", directory, theirs.mean_255, theirs.std_255,
                 ours.mean_255, ours.std_255)
-
-
-def _flatten(tree, prefix=()):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
-
-
-def _unflatten(flat: dict) -> dict:
-  out: dict = {}
-  for path, value in flat.items():
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return out
-
-
-# ----------------------------------------------------------------------------------------------
-# The steps. Pure functions of (state, batch); everything else is bound with functools.partial.
-
-def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-  """Per-example softmax cross-entropy in float32, with optional label smoothing.
-
-  `labels` are class indices, or (N, classes) probabilities (MixUp/CutMix targets), smoothed the
-  same way, as torch's `CrossEntropyLoss(label_smoothing=...)` does.
-  """
-  targets = (labels.astype(jnp.float32) if labels.ndim == logits.ndim
-             else jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32))
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
-               tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
-               label_smoothing: float = 0.0, axis_name: Optional[str] = None,
-               average_batch_stats: bool = False, mix: Optional[Callable] = None,
-               mix_seed: int = 0, ema_update: Optional[Callable] = None,
-               grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
-  """One SGD step on a batch {'image': uint8 NHWC, 'label': int}.
-
-  Args:
-    axis_name: under `pmap`, the axis to average gradients and metrics over. Under `jit` with a
-      sharded batch the means below already run over the global batch, so it is None.
-    average_batch_stats: under `pmap` with per-device BatchNorm, average the running statistics
-      after the step so the replicas stay identical (what gets evaluated and saved).
-    mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
-      step number, so a resumed run mixes exactly as an uninterrupted one.
-    ema_update: `ema.update` with its decay and schedule bound, or None (no EMA in the state).
-    grad_accum_steps: split the batch into this many micro-batches (`accumulate_gradients`).
-
-  Returns:
-    (the new state, float32 metrics: 'loss', 'accuracy', 'learning_rate', and 'finite', 1 when
-    the loss and the new state are finite).
-  """
-  chex.assert_rank(batch["image"], 4)
-  # Normalised (and mixed) in float32, then cast to the compute dtype (bfloat16 on accelerators).
-  images = image_ops.normalize(batch["image"], mean, std)
-  labels = targets = batch["label"]
-  if mix is not None:
-    key = jax.random.fold_in(jax.random.key(mix_seed), state.step)
-    images, targets = mix(key, images, jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32))
-  images = images.astype(model.dtype)
-
-  def loss_fn(params, batch_stats, images, targets):
-    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                  train=True, mutable=["batch_stats"])
-    return cross_entropy(logits, targets, label_smoothing).mean(), (logits, updates["batch_stats"])
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  if grad_accum_steps == 1:
-    (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, images, targets)
-  else:
-    loss, logits, batch_stats, grads = accumulate_gradients(
-        grad_fn, state.params, state.batch_stats, images, targets, grad_accum_steps)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
-  if axis_name is not None:
-    # Each device's loss is the mean over its 1/n of the batch, so the mean of the n gradients is
-    # the gradient of the global-batch loss: the same update as one device on the whole batch.
-    grads = jax.lax.pmean(grads, axis_name)
-    loss, accuracy = jax.lax.pmean((loss, accuracy), axis_name)
-    if average_batch_stats:
-      batch_stats = jax.lax.pmean(batch_stats, axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  # A finite loss can still produce an infinite update: the loop checks this before any save.
-  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-      [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, batch_stats))]))
-  metrics = {"loss": loss, "accuracy": accuracy,
-             "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
-             "finite": finite.astype(jnp.float32)}
-  new_ema = (state.ema if ema_update is None
-             else ema_update(state.ema, params, batch_stats, state.step))
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, ema=new_ema)
-  return new_state, metrics
-
-
-def accumulate_gradients(grad_fn: Callable, params, batch_stats, images, targets, steps: int):
-  """The batch's mean loss and gradient computed over `steps` micro-batches, one after the other.
-
-  Micro-batch j is examples j, j + steps, ... of the batch, so under `jit` each one stays spread
-  over every device (no resharding). BatchNorm normalises each micro-batch with its own statistics
-  and updates its running averages once per micro-batch, as PyTorch does when it accumulates over
-  `steps` backward passes; with GroupNorm the result is the whole batch's.
-
-  Returns:
-    (mean loss, logits in the batch's order, BatchNorm statistics, mean gradient).
-  """
-  split = lambda x: x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1)
-
-  def micro(stats, batch):
-    (loss, (logits, stats)), grads = grad_fn(params, stats, *batch)
-    return stats, (loss, logits, grads)
-
-  batch_stats, (losses, logits, grads) = jax.lax.scan(micro, batch_stats,
-                                                      (split(images), split(targets)))
-  logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])
-  return losses.mean(), logits, batch_stats, jax.tree.map(lambda g: g.mean(0), grads)
-
-
-def eval_step(state: TrainState, batch: dict, *, model: models.ResNet, mean, std,
-              axis_name: Optional[str] = None) -> dict:
-  """Sums over the batch's real examples (mask 1) of loss, top-1 and top-5 hits, and their count.
-
-  Images of rank 5, (batch, crops, H, W, C), are evaluated crop by crop and the class
-  probabilities averaged (multi-crop protocols).
-  """
-  images, labels, mask = batch["image"], batch["label"], batch["mask"]
-  crops = images.shape[1] if images.ndim == 5 else 1
-  images = images.reshape((-1, *images.shape[-3:]))
-  images = image_ops.normalize(images, mean, std).astype(model.dtype)
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
-                       train=False)
-  probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape(labels.shape[0], crops, -1).mean(1)
-  log_probs = jnp.log(jnp.maximum(probs, 1e-30))
-  loss = -jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
-  top1 = protocols.topk_correct(probs, labels, 1)
-  top5 = protocols.topk_correct(probs, labels, 5)
-  sums = {"loss": jnp.sum(loss * mask), "top1": jnp.sum(top1 * mask),
-          "top5": jnp.sum(top5 * mask), "count": jnp.sum(mask)}
-  if axis_name is not None:
-    sums = jax.lax.psum(sums, axis_name)
-  return sums
-
-
-# ----------------------------------------------------------------------------------------------
-# Device layouts: where the state and the batches live, and how the steps are compiled.
-
-@dataclasses.dataclass
-class Layout:
-  """'jit': one program over a mesh of every device, the batch split along 'data', the state
-  replicated; XLA inserts the cross-device reductions, so BatchNorm statistics and gradients cover
-  the global batch. 'pmap': one program per device, explicit `pmean`s in the step."""
-  mode: str
-  devices: Optional[list] = None  # Default: all devices (jit) or this process's (pmap).
-
-  def __post_init__(self):
-    if self.mode not in ("jit", "pmap"):
-      raise ValueError(f"parallelism must be 'jit' or 'pmap', got {self.mode!r}")
-    devices = self.devices or (jax.devices() if self.mode == "jit" else jax.local_devices())
-    self.mesh = Mesh(np.asarray(devices), (MESH_AXIS if self.mode == "jit" else PMAP_AXIS,))
-    self.replicated = NamedSharding(self.mesh, PartitionSpec())
-    self.split = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names[0]))
-
-  def check_batch_size(self, global_batch_size: int) -> None:
-    n = self.mesh.size * (jax.process_count() if self.mode == "pmap" else 1)
-    if global_batch_size % n:
-      raise ValueError(f"the global batch size {global_batch_size} is not divisible by the {n} "
-                       f"devices; use a multiple of {n} (e.g. {max(n, global_batch_size // n * n)})")
-
-  def put_state(self, state):
-    """Host state -> the devices (replicated; under pmap with a leading device axis)."""
-    if self.mode == "jit":
-      return jax.tree.map(lambda x: jax.make_array_from_callback(
-          np.shape(x), self.replicated, lambda index: np.asarray(x)[index]), state)
-    n = len(self.mesh.devices)
-    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (n, *np.shape(x))),
-                                                 self.split), state)
-
-  def get_state(self, state):
-    """Device state -> host numpy (the first replica)."""
-    if self.mode == "jit":
-      return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state)
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], state)
-
-  def put_batch(self, batch: dict) -> dict:
-    """This process's numpy batch -> device arrays (under jit: this process's part of a global array)."""
-    if self.mode == "jit":
-      return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, x), batch)
-    n = len(self.mesh.devices)
-    return jax.tree.map(lambda x: jax.device_put(x.reshape(n, -1, *x.shape[1:]), self.split), batch)
-
-  def scalars(self, metrics: dict) -> dict:
-    """Replicated device metrics -> host floats."""
-    get = (lambda x: np.asarray(x.addressable_data(0))) if self.mode == "jit" else (
-        lambda x: np.asarray(x.addressable_data(0))[0])
-    return {k: float(get(v)) for k, v in metrics.items()}
-
-  def compile(self, train_fn: Callable, eval_fn: Callable) -> tuple[Callable, Callable]:
-    """Compiles the steps; `train_fn` and `eval_fn` take an `axis_name` keyword. The state is donated."""
-    if self.mode == "jit":
-      train = jax.jit(functools.partial(train_fn, axis_name=None),
-                      in_shardings=(self.replicated, self.split),
-                      out_shardings=(self.replicated, self.replicated), donate_argnums=0)
-      evaluate = jax.jit(functools.partial(eval_fn, axis_name=None),
-                         in_shardings=(self.replicated, self.split), out_shardings=self.replicated)
-      return train, evaluate
-    train = jax.pmap(functools.partial(train_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
-                     donate_argnums=0)
-    evaluate = jax.pmap(functools.partial(eval_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS)
-    return train, evaluate
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,7 +150,7 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
       source={"kind": "training", "workdir": os.path.abspath(workdir)})
 
 
-def train_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
+def train_batches(config, data: Data, layout: sharding.Layout) -> input_pipeline.DeviceIterator:
   ds = input_pipeline.train_dataset(
       data.train, global_batch_size=config.batch_size,
       image_size=config.train_crop_size or config.image_size, augment=config.augment, seed=config.seed, process_index=jax.process_index(),
@@ -490,7 +171,7 @@ def eval_sizes(config) -> tuple[int, float]:
   return crop, (crop / config.val_resize_size if config.val_resize_size else config.eval_crop_fraction)
 
 
-def eval_batches(config, data: Data, layout: Layout) -> input_pipeline.DeviceIterator:
+def eval_batches(config, data: Data, layout: sharding.Layout) -> input_pipeline.DeviceIterator:
   crop, crop_fraction = eval_sizes(config)
   ds = input_pipeline.eval_dataset(
       data.eval, global_batch_size=config.batch_size, image_size=crop,
@@ -523,7 +204,7 @@ def ema_from_config(config, steps_per_epoch: float, total_steps: int) -> Optiona
 
 def schedule_from_config(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
   to_steps = (lambda x: int(round(x * steps_per_epoch))) if config.schedule_unit == "epochs" else int
-  return learning_rate_schedule(
+  return optim.learning_rate_schedule(
       learning_rate=config.learning_rate, kind=config.lr_schedule, total_steps=total_steps,
       boundaries=tuple(to_steps(b) for b in config.lr_boundaries),
       decay_factor=config.lr_decay_factor, warmup_steps=to_steps(config.warmup),
@@ -537,7 +218,7 @@ def optimizer_from_config(config, schedule: optax.Schedule) -> optax.GradientTra
   group = lambda x: None if x < 0 else x
   if (config.optimizer == "sgd" and group(config.norm_weight_decay) is None
       and group(config.bias_weight_decay) is None and not config.clip_grad_norm):
-    return create_optimizer(schedule, momentum=config.momentum, nesterov=config.nesterov,
+    return optim.create_sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
                             weight_decay=config.weight_decay,
                             exclude_bn_and_bias=config.weight_decay_exclude_bn_bias)
   excluded = 0.0 if config.weight_decay_exclude_bn_bias else None
@@ -551,7 +232,7 @@ def optimizer_from_config(config, schedule: optax.Schedule) -> optax.GradientTra
 # ----------------------------------------------------------------------------------------------
 # Metrics output.
 
-def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
+def evaluate(evaluate_fn: Callable, state, batches, layout: sharding.Layout) -> dict:
   """Loss, top-1 and top-5 over the whole split (every example once; padding masked out)."""
   sums = [evaluate_fn(state, batch) for batch in batches]
   totals = {k: sum(layout.scalars(s)[k] for s in sums) for k in sums[0]}
@@ -562,7 +243,7 @@ def evaluate(evaluate_fn: Callable, state, batches, layout: Layout) -> dict:
 
 def log_ema_evaluation(run, state, step: int, progress: logs.Progress) -> dict:
   """Evaluates the EMA weights as the model is evaluated, written under 'eval_ema'."""
-  result = evaluate(run.eval_fn, ema_view(state), eval_batches(run.config, run.data, run.layout),
+  result = evaluate(run.eval_fn, steps.ema_view(state), eval_batches(run.config, run.data, run.layout),
                     run.layout)
   run.writer.write(step, "eval_ema", result)
   progress.write(f"step {step}: EMA eval {describe_evaluation(result)}")
@@ -590,7 +271,7 @@ def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optiona
 class Run:
   """What the loop needs besides the state: compiled steps, data, bookkeeping."""
   config: ml_collections.ConfigDict
-  layout: Layout
+  layout: sharding.Layout
   train_fn: Callable
   eval_fn: Callable
   data: Data
@@ -620,7 +301,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
 
 
 def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
-  layout = Layout(config.parallelism)
+  layout = sharding.Layout(config.parallelism)
   layout.check_batch_size(config.batch_size)
   per_device = config.batch_size // (layout.mesh.size * jax.process_count())
   if config.parallelism == "pmap" and per_device % config.grad_accum_steps:  # Split per device.
@@ -632,18 +313,20 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple
                  else int(math.ceil(config.num_epochs * steps_per_epoch)))
   schedule = schedule_from_config(config, steps_per_epoch, total_steps)
   tx = optimizer_from_config(config, schedule)
+  spec = model_spec(config, data, workdir)  # Validated before anything is written to the workdir.
   synced = config.parallelism == "pmap" and config.sync_batch_norm
-  model = create_model(config, data.num_classes, axis_name=PMAP_AXIS if synced else None)
+  model = spec.build(dtype=models.compute_dtype(config.dtype),
+                     axis_name=sharding.PMAP_AXIS if synced else None)
   bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))
   train_fn, eval_fn = layout.compile(
-      functools.partial(train_step, tx=tx, schedule=schedule, label_smoothing=config.label_smoothing,
-                        mix=batch_mix(config), mix_seed=config.seed,
+      functools.partial(steps.train_step, tx=tx, schedule=schedule,
+                        label_smoothing=config.label_smoothing, mix=batch_mix(config),
+                        mix_seed=config.seed,
                         ema_update=ema_from_config(config, steps_per_epoch, total_steps),
                         grad_accum_steps=config.grad_accum_steps,
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
-      functools.partial(eval_step, **bound))
+      functools.partial(steps.eval_step, **bound))
 
-  spec = model_spec(config, data, workdir)  # Validated before anything is written to the workdir.
   os.makedirs(workdir, exist_ok=True)
   ckpts = checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
@@ -679,10 +362,10 @@ def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) 
   i.e. the first step past k epochs, and the last step. With whole epochs the last epoch's end is
   the last step, so the end of a run is evaluated once."""
   if eval_every_steps:
-    steps = set(range(eval_every_steps, total_steps + 1, eval_every_steps))
+    due = set(range(eval_every_steps, total_steps + 1, eval_every_steps))
   else:
-    steps = {math.ceil(k * steps_per_epoch) for k in range(1, int(total_steps / steps_per_epoch) + 1)}
-  return {s for s in steps if s <= total_steps} | {total_steps}
+    due = {math.ceil(k * steps_per_epoch) for k in range(1, int(total_steps / steps_per_epoch) + 1)}
+  return {s for s in due if s <= total_steps} | {total_steps}
 
 
 def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pending: list,

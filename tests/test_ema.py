@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_jax import checkpoints, ema, train_lib
+from resnet_jax import checkpoints, ema, sharding, steps, train_lib
 
 
 class ExponentialMovingAverage(torch.optim.swa_utils.AveragedModel):
@@ -80,16 +80,16 @@ def test_training_with_ema_evaluates_and_saves_it(tmp_path, tiny_config):
     lines = [json.loads(line) for line in f]
   assert [m["step"] for m in lines if m["split"] == "eval_ema"] == [3, 6]
   raw, _ = checkpoints.load_variables(str(tmp_path))
-  averaged, _ = checkpoints.load_variables(str(tmp_path), ema=True)
+  averaged, spec = checkpoints.load_variables(str(tmp_path), ema=True)
   assert jax.tree.structure(raw) == jax.tree.structure(averaged)
   assert not np.allclose(raw["params"]["fc"]["kernel"], averaged["params"]["fc"]["kernel"])
   # The EMA's own evaluation is what evaluating the saved EMA weights gives.
-  model = train_lib.create_model(config, 10)
-  state = train_lib.TrainState(step=0, params=averaged["params"],
+  model = spec.build()  # The model the run trained, as its ModelSpec records it.
+  state = steps.TrainState(step=0, params=averaged["params"],
                                batch_stats=averaged["batch_stats"], opt_state=None)
   data = train_lib.create_data(config)
-  layout = train_lib.Layout("jit")
-  fn = jax.jit(lambda s, b: train_lib.eval_step(s, b, model=model, mean=config.mean, std=config.std))
+  layout = sharding.Layout("jit")
+  fn = jax.jit(lambda s, b: steps.eval_step(s, b, model=model, mean=config.mean, std=config.std))
   result = train_lib.evaluate(fn, state, train_lib.eval_batches(config, data, layout), layout)
   assert result["top1"] == pytest.approx([m for m in lines if m["split"] == "eval_ema"][-1]["top1"])
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import checkpoints, cli, evaluate, input_pipeline, models, protocols, train_lib
+from resnet_jax import checkpoints, cli, evaluate, input_pipeline, models, protocols, steps
 from resnet_jax.spec import ModelSpec
 
 # A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
@@ -82,8 +82,8 @@ def test_tied_scores_count_alike_in_training_evaluation_and_evaluate(checkpoint,
   views = [protocols.center_views(source[i]["image"], **evaluate.view_sizes("center", 8))[0][0]
            for i in range(NUM_EXAMPLES)]
   batch = {"image": np.stack(views), "label": labels, "mask": np.ones(NUM_EXAMPLES, np.float32)}
-  step = jax.jit(lambda params, stats, batch: train_lib.eval_step(
-      train_lib.TrainState(step=0, params=params, batch_stats=stats, opt_state=None),
+  step = jax.jit(lambda params, stats, batch: steps.eval_step(
+      steps.TrainState(step=0, params=params, batch_stats=stats, opt_state=None),
       batch, model=model, mean=MEAN, std=STD))
   sums = step(tied["params"], tied["batch_stats"], batch)
 

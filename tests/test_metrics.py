@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from resnet_jax import logs, metrics, train_lib
+from resnet_jax import logs, metrics, steps, train_lib
 
 
 def _records(workdir):

@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from resnet_jax import optim, train_lib
+from resnet_jax import optim
 
 WD, NORM_WD, BIAS_WD = 1e-2, 0.0, 0.5  # Three distinct values, so a wrong group shows.
 
@@ -104,7 +104,7 @@ def test_lars_and_lamb_neither_decay_nor_adapt_norm_and_bias(name):
 
 def test_poly_schedule_equals_torch_polynomial_lr():
   warmup, total, power = 5, 45, 2.0
-  fn = train_lib.learning_rate_schedule(learning_rate=2.0, kind="poly", total_steps=total,
+  fn = optim.learning_rate_schedule(learning_rate=2.0, kind="poly", total_steps=total,
                                         warmup_steps=warmup, power=power)
   opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
   sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total - warmup, power=power)

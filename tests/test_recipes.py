@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import image_ops, input_pipeline, train_lib
+from resnet_jax import image_ops, input_pipeline, optim, sharding, steps, train_lib
 
 
 def test_fixres_sizes_reach_the_batches(tiny_config):
@@ -13,7 +13,7 @@ def test_fixres_sizes_reach_the_batches(tiny_config):
   config = tiny_config(train_crop_size=12, val_resize_size=16, val_crop_size=14,
                        augment="torchvision")
   data = train_lib.create_data(config)
-  layout = train_lib.Layout("jit")
+  layout = sharding.Layout("jit")
   train = next(train_lib.train_batches(config, data, layout))
   assert train["image"].shape[1:] == (12, 12, 1)
   crop, fraction = train_lib.eval_sizes(config)
@@ -75,17 +75,17 @@ def _one_step(norm, accum, devices=None):
   from resnet_jax import models
   extra = {"norm_groups": 4} if norm == "group" else {}  # resnet20 starts with 16 channels.
   model = models.get_model("resnet20", num_classes=10, norm=norm, **TINY, **extra)
-  tx = train_lib.create_optimizer(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
+  tx = optim.create_sgd(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
                                   weight_decay=1e-4, exclude_bn_and_bias=False)
   state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
   source = input_pipeline.digits("train")
   batch = {"image": np.stack([source[i]["image"] for i in range(16)]),
            "label": np.asarray([source[i]["label"] for i in range(16)], np.int32)}
-  step = lambda s, b, axis_name=None: train_lib.train_step(
+  step = lambda s, b, axis_name=None: steps.train_step(
       s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,), std=(105.0,),
       axis_name=axis_name, grad_accum_steps=accum)
-  layout = train_lib.Layout("jit", devices)
-  train_fn, _ = layout.compile(step, train_lib.eval_step)
+  layout = sharding.Layout("jit", devices)
+  train_fn, _ = layout.compile(step, steps.eval_step)
   new, metrics = train_fn(layout.put_state(state), layout.put_batch(batch))
   return layout.get_state(new), layout.scalars(metrics), (model, state, batch)
 

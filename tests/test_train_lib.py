@@ -13,7 +13,8 @@ import optax
 import pytest
 
 from configs import default
-from resnet_jax import checkpoints, image_ops, input_pipeline, models, plot, train_lib
+from resnet_jax import (checkpoints, image_ops, input_pipeline, models, optim, plot, sharding, steps,
+                        train_lib)
 
 TINY = dict(stage_sizes=(1, 1, 1), in_channels=1)
 
@@ -29,14 +30,14 @@ def test_learning_rate_scales_linearly_with_batch_size():
 
 
 def test_step_schedule_with_linear_warmup():
-  fn = train_lib.learning_rate_schedule(learning_rate=0.4, kind="step", total_steps=100,
+  fn = optim.learning_rate_schedule(learning_rate=0.4, kind="step", total_steps=100,
                                         boundaries=(30, 60), warmup_steps=10)
   assert [float(fn(s)) for s in (0, 5, 10, 29, 30, 59, 60, 99)] == pytest.approx(
       [0.0, 0.2, 0.4, 0.4, 0.04, 0.04, 0.004, 0.004])
 
 
 def test_constant_warmup_as_resnet110():
-  fn = train_lib.learning_rate_schedule(learning_rate=0.1, kind="step", total_steps=64000,
+  fn = optim.learning_rate_schedule(learning_rate=0.1, kind="step", total_steps=64000,
                                         boundaries=(32000, 48000), warmup_steps=400,
                                         warmup_type="constant", warmup_factor=0.1)
   assert [float(fn(s)) for s in (0, 399, 400, 31999, 32000, 48000)] == pytest.approx(
@@ -44,7 +45,7 @@ def test_constant_warmup_as_resnet110():
 
 
 def test_cosine_schedule():
-  fn = train_lib.learning_rate_schedule(learning_rate=1.0, kind="cosine", total_steps=110,
+  fn = optim.learning_rate_schedule(learning_rate=1.0, kind="cosine", total_steps=110,
                                         warmup_steps=10)
   assert float(fn(10)) == pytest.approx(1.0)
   assert float(fn(60)) == pytest.approx(0.5)
@@ -60,7 +61,7 @@ def test_schedule_boundaries_in_epochs(tiny_config):
 @pytest.mark.parametrize("exclude", [False, True], ids=["decay_all", "exclude_bn_bias"])
 def test_weight_decay_is_in_the_optimizer(exclude):
   params = {"conv": {"kernel": jnp.ones((3, 3, 1, 2))}, "bn": {"scale": jnp.ones(2)}}
-  tx = train_lib.create_optimizer(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
+  tx = optim.create_sgd(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
                                   weight_decay=1e-4, exclude_bn_and_bias=exclude)
   zero = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)
@@ -73,7 +74,7 @@ def test_nesterov_differs_from_heavy_ball():
   grads = {"w": jnp.ones(2)}
   out = []
   for nesterov in (False, True):
-    tx = train_lib.create_optimizer(optax.constant_schedule(1.0), momentum=0.9, nesterov=nesterov,
+    tx = optim.create_sgd(optax.constant_schedule(1.0), momentum=0.9, nesterov=nesterov,
                                     weight_decay=0.0, exclude_bn_and_bias=False)
     out.append(float(tx.update(grads, tx.init(params), params)[0]["w"][0]))
   assert out == pytest.approx([-1.0, -1.9])
@@ -81,8 +82,8 @@ def test_nesterov_differs_from_heavy_ball():
 
 def test_label_smoothing():
   logits = jnp.array([[10.0, 0.0, 0.0]])
-  plain = float(train_lib.cross_entropy(logits, jnp.array([0]))[0])
-  smooth = float(train_lib.cross_entropy(logits, jnp.array([0]), label_smoothing=0.3)[0])
+  plain = float(steps.cross_entropy(logits, jnp.array([0]))[0])
+  smooth = float(steps.cross_entropy(logits, jnp.array([0]), label_smoothing=0.3)[0])
   assert smooth > plain > 0
 
 
@@ -102,9 +103,9 @@ def _batches():
 def _train(mode, devices=None, sync=True):
   """Trains STEPS steps from the same initial state; returns (host state, losses)."""
   chex.clear_trace_counter()
-  axis = train_lib.PMAP_AXIS if mode == "pmap" and sync else None
+  axis = sharding.PMAP_AXIS if mode == "pmap" and sync else None
   model = models.get_model("resnet20", num_classes=10, axis_name=axis, **TINY)
-  tx = train_lib.create_optimizer(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
+  tx = optim.create_sgd(optax.constant_schedule(0.1), momentum=0.9, nesterov=False,
                                   weight_decay=1e-4, exclude_bn_and_bias=False)
   state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
   bound = dict(model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,),
@@ -113,10 +114,10 @@ def _train(mode, devices=None, sync=True):
   # A def (not a partial) for chex: a second trace would mean a recompilation between steps.
   @chex.assert_max_traces(n=1)
   def step(state, batch, axis_name=None):
-    return train_lib.train_step(state, batch, axis_name=axis_name, **bound)
+    return steps.train_step(state, batch, axis_name=axis_name, **bound)
 
-  layout = train_lib.Layout(mode, devices)
-  train_fn, _ = layout.compile(step, train_lib.eval_step)
+  layout = sharding.Layout(mode, devices)
+  train_fn, _ = layout.compile(step, steps.eval_step)
   state = layout.put_state(state)
   losses = []
   for batch in _batches():
@@ -157,12 +158,12 @@ def test_per_device_batch_norm_is_not_global(single_device_run):
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_loss():
-  assert train_lib.compute_dtype("auto") == jnp.float32  # On CPU; bfloat16 on GPU/TPU.
+  assert models.compute_dtype("auto") == jnp.float32  # On CPU; bfloat16 on GPU/TPU.
   model = models.get_model("resnet20", num_classes=10, dtype=jnp.bfloat16, **TINY)
   tx = optax.sgd(0.1)
   state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
   batch = _batches()[0]
-  new_state, metrics = jax.jit(lambda s, b: train_lib.train_step(
+  new_state, metrics = jax.jit(lambda s, b: steps.train_step(
       s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,),
       std=(105.0,)))(state, batch)
   chex.assert_trees_all_equal_dtypes(new_state.params, state.params)
@@ -182,9 +183,9 @@ def test_evaluation_counts_every_example_once(mode):
   model = models.get_model("resnet20", num_classes=10, **TINY)
   tx = optax.sgd(0.1)
   state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
-  layout = train_lib.Layout(mode)
-  _, eval_fn = layout.compile(train_lib.train_step,
-                              lambda s, b, axis_name: train_lib.eval_step(
+  layout = sharding.Layout(mode)
+  _, eval_fn = layout.compile(steps.train_step,
+                              lambda s, b, axis_name: steps.eval_step(
                                   s, b, model=model, mean=(84.0,), std=(105.0,), axis_name=axis_name))
   ds = input_pipeline.eval_dataset(source, global_batch_size=16, image_size=8, eval_protocol="center",
                                    crop_fraction=1.0)
@@ -199,7 +200,7 @@ def test_evaluation_counts_every_example_once(mode):
   assert result["top1"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == labels)), abs=1e-6)
   top5 = np.argsort(-logits, -1)[:, :5]
   assert result["top5"] == pytest.approx(float(np.mean(np.any(top5 == labels[:, None], -1))), abs=1e-6)
-  loss = train_lib.cross_entropy(logits, labels).mean()
+  loss = steps.cross_entropy(logits, labels).mean()
   assert result["loss"] == pytest.approx(float(loss), rel=1e-5)
 
 
@@ -212,8 +213,8 @@ def test_multi_crop_eval_averages_crops():
            "mask": np.ones(4, np.float32)}
   single = {"image": images, "label": batch["label"], "mask": batch["mask"]}
   kw = dict(model=model, mean=(84.0,), std=(105.0,))
-  two = train_lib.eval_step(state, batch, **kw)
-  one = train_lib.eval_step(state, single, **kw)
+  two = steps.eval_step(state, batch, **kw)
+  one = steps.eval_step(state, single, **kw)
   chex.assert_trees_all_close(two, one, rtol=1e-5)
 
 
