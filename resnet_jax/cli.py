@@ -93,9 +93,9 @@ def _torchvision_for_verify(args):
   # Checked before torch's load_state_dict, which would cast integer tensors to float silently.
   convert.check_values(state, [k for k in state if not k.endswith("num_batches_tracked")],
                        args.allow_nonfinite)
-  fc = state.get("fc.weight")
-  model = verify.torchvision_model(arch, num_classes=fc.shape[0] if fc is not None else 1000)
-  if fc is None:
+  num_classes = convert.state_dict_classes(state)
+  model = verify.torchvision_model(arch, num_classes=num_classes or 1000)
+  if num_classes is None:
     model.fc = torch.nn.Identity()
   model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
   return model, arch, transform
@@ -108,8 +108,7 @@ def cmd_verify(args) -> int:
   from resnet_jax.models import get_model
   torch_model, arch, transform = _torchvision_for_verify(args)
   variables = convert.from_torchvision(torch_model, arch, allow_nonfinite=args.allow_nonfinite)
-  fc = variables["params"].get("fc")
-  model = get_model(arch, num_classes=fc["kernel"].shape[1] if fc else None,
+  model = get_model(arch, num_classes=convert.variables_classes(variables),
                     dtype=jnp.dtype(args.dtype))
   rtol, min_top1 = verify.TOLERANCES[args.dtype]
   rtol = args.rtol if args.rtol is not None else rtol

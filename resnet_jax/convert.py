@@ -92,6 +92,18 @@ def torch_key(path: tuple[str, ...]) -> str:
   return ".".join(names + [_LEAVES[collection, leaf]])
 
 
+def state_dict_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
+  """The classifier outputs of torchvision weights (rows of `fc.weight`); None when headless."""
+  fc = state_dict.get("fc.weight")
+  return int(fc.shape[0]) if fc is not None else None
+
+
+def variables_classes(variables: Mapping[str, Any]) -> Optional[int]:
+  """The classifier outputs of Flax variables (columns of the `fc` kernel); None when headless."""
+  fc = variables["params"].get("fc")
+  return int(fc["kernel"].shape[1]) if fc else None
+
+
 def _to_torch_layout(value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv kernel HWIO -> OIHW; grouped convs keep I = in_channels / groups in both
     return np.transpose(value, (3, 2, 0, 1))
@@ -266,8 +278,7 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
     planes = state_dict["layer1.0.conv3.weight"].shape[0] // Bottleneck.expansion
     groups = width // in_per_group
     width_per_group = width // groups * 64 // planes
-  fc = state_dict.get("fc.weight")
-  num_classes = int(fc.shape[0]) if fc is not None else None
+  num_classes = state_dict_classes(state_dict)
   found = ("Bottleneck" if bottleneck else "BasicBlock", tuple(sizes), groups, width_per_group)
   for arch in TORCHVISION_ARCHS:
     m = get_model(arch)
@@ -365,7 +376,7 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
     log.info("inferred architecture: %s", inferred)
     arch, num_classes = inferred.arch, inferred.num_classes
   else:
-    num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+    num_classes = state_dict_classes(state)
     if num_classes is None:
       log.info("no fc.weight: converting %s without a classifier", arch)
   check_state_dict(state, arch, num_classes, model=model)
@@ -408,8 +419,7 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
       module = torch_key(path).rsplit(".", 1)[0]
       state[f"{module}.num_batches_tracked"] = np.zeros((), np.int64)
   if arch is not None:
-    num_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
-    check_state_dict(state, arch, num_classes, model)
+    check_state_dict(state, arch, state_dict_classes(state), model)
   if as_numpy:
     return state
   import torch

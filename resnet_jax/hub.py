@@ -259,8 +259,7 @@ def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None,
     log.info("inferred architecture: %s", inferred)
     arch = inferred.arch
   variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
-  fc = variables["params"].get("fc")
-  return variables, torchvision_spec(arch, fc["kernel"].shape[1] if fc else None, path, transform,
+  return variables, torchvision_spec(arch, convert.variables_classes(variables), path, transform,
                                      weights)
 
 
