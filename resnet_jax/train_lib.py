@@ -267,9 +267,10 @@ def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optiona
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Run:
-  """What the loop needs besides the state: compiled steps, data, bookkeeping."""
+  """What the loop reads besides the state: compiled steps, data, outputs. Fixed for the run; what
+  changes step to step (the state, the last checkpoint's step) the loop holds itself."""
   config: ml_collections.ConfigDict
   layout: sharding.Layout
   train_fn: Callable
@@ -281,8 +282,8 @@ class Run:
   spec: spec_lib.ModelSpec
   total_steps: int
   steps_per_epoch: float
-  last_checkpoint: Optional[int] = None
-  lock: Optional[workdir_lock.WorkdirLock] = None  # Held on process 0 for the whole run.
+  restored_step: Optional[int]  # The checkpoint resumed from, None for a fresh run.
+  lock: Optional[workdir_lock.WorkdirLock]  # Held on process 0 for the whole run.
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
@@ -291,16 +292,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
   validate_config(config)
   lock = workdir_lock.own(workdir)  # Before anything in the workdir is read or written.
   try:
-    run, state = _build_and_restore(config, workdir)
+    return _build_and_restore(config, workdir, lock)
   except BaseException:
     if lock:
       lock.release()
     raise
-  run.lock = lock
-  return run, state
 
 
-def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
+def _build_and_restore(config: ml_collections.ConfigDict, workdir: str,
+                       lock: Optional[workdir_lock.WorkdirLock]) -> tuple[Run, Any]:
   layout = sharding.Layout(config.parallelism)
   layout.check_batch_size(config.batch_size)
   per_device = config.batch_size // (layout.mesh.size * jax.process_count())
@@ -346,7 +346,7 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str) -> tuple
     raise
   run = Run(config, layout, train_fn, eval_fn, data, batches, ckpts, MetricWriter(workdir),
             spec, total_steps, steps_per_epoch,
-            last_checkpoint=int(state.step) if restored is not None else None)
+            restored_step=int(state.step) if restored is not None else None, lock=lock)
   return run, layout.put_state(state)
 
 
@@ -354,7 +354,6 @@ def save_checkpoint(run: Run, state, step: int) -> None:
   host = serialization.to_state_dict(run.layout.get_state(state))
   spec = run.spec.replace(source=dict(run.spec.source, step=step))
   run.checkpoints.save(step, host, run.batches.get_state(), checkpoints.training_meta(spec))
-  run.last_checkpoint = step
 
 
 def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) -> set[int]:
@@ -369,10 +368,10 @@ def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) 
 
 
 def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pending: list,
-               step: int) -> None:
+               step: int, last_checkpoint: Optional[int]) -> None:
   """Checks and writes the means of the steps since the last log, with the throughput."""
   history = [run.layout.scalars(m) for m in pending]
-  _check_finite(history, step - len(history), run.last_checkpoint)
+  _check_finite(history, step - len(history), last_checkpoint)
   scalars = interval_means([{k: v for k, v in h.items() if k != "finite"} for h in history])
   rate = throughput.images_per_sec()  # None right after the compiling first step
   if rate is not None:
@@ -410,7 +409,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   initialize_distributed(config)
   run, state = setup(config, workdir)
   config = run.config
-  start = int(run.last_checkpoint or 0)
+  last_checkpoint = run.restored_step
+  start = int(last_checkpoint or 0)
   evals = eval_steps(config.eval_every_steps, run.steps_per_epoch, run.total_steps)
   progress = logs.Progress(run.total_steps, start,
                            enabled=config.progress_bar and jax.process_index() == 0)
@@ -430,7 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       due_checkpoint = step % config.checkpoint_every_steps == 0 or step == run.total_steps
       due_log = step % config.log_every_steps == 0 or due_checkpoint or step in evals
       if due_log:
-        _log_train(run, progress, throughput, pending, step)
+        _log_train(run, progress, throughput, pending, step, last_checkpoint)
         pending = []
       if step in evals:
         result = _evaluate_and_log(run, progress, state, step)
@@ -438,6 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           log_ema_evaluation(run, state, step, progress)
       if due_checkpoint:
         save_checkpoint(run, state, step)
+        last_checkpoint = step
       if due_log:
         throughput.restart()  # Logging, evaluating and checkpointing are not training time.
     if not result:  # Resumed at the end: evaluate what was restored (already written).
