@@ -13,8 +13,13 @@ folder, then times, at each worker count N, one after the other:
   torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
                RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
                reference recipe's ConvertImageDtype + Normalize on top (float32 out);
+  kernels      resnet_jax's per-image work alone on N threads (read, decode, crop-resize, flip): the
+               ceiling of any pipeline built on these kernels, printed as a ratio to torchvision;
   decode only  each JPEG decoder on N threads (Pillow, Pillow's draft at 1/2, simplejpeg, OpenCV,
                PyTurboJPEG when its system library is there): the floor under any pipeline.
+
+Each pipeline is warmed up (`--warmup` batches and `--warmup-seconds`) before its timed windows, so
+that batches its workers prefetched while starting are not timed as if made in the window.
 
 `--prepared S` adds resnet_jax on a copy made by `resnet-jax prepare --max-size S`, and `--sides`
 changes the photos' sizes (e.g. 600,1200 for larger originals, where reduced decoding applies).
@@ -29,6 +34,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
@@ -38,6 +44,7 @@ from PIL import Image
 
 from resnet_jax import input_pipeline, jpeg, prepare
 
+KERNELS = "resnet_jax kernels alone: read, decode, crop-resize, flip (threads, no pipeline)"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina")
 
@@ -119,8 +126,9 @@ def decoders() -> dict[str, Callable[[bytes], np.ndarray]]:
   return out
 
 
-def decode_batches(paths: list[str], *, batch: int, workers: int, decode: Callable) -> Iterator[int]:
-  """Read and decode `batch` files on `workers` threads, endlessly: no crop, resize or batching."""
+def file_batches(paths: list[str], *, batch: int, workers: int, decode: Callable) -> Iterator[int]:
+  """Read `batch` files and run `decode` on each one's bytes on `workers` threads, endlessly, with
+  no Grain, batching or labels around it."""
   def one(path):
     with open(path, "rb") as f:
       return decode(f.read())
@@ -132,6 +140,20 @@ def decode_batches(paths: list[str], *, batch: int, workers: int, decode: Callab
       i += batch
       list(pool.map(one, chunk))
       yield batch
+
+
+def kernels_only(size: int = 224) -> Callable[[bytes], np.ndarray]:
+  """resnet_jax's per-image work alone: `fast_random_resized_crop` (the box from the header, the
+  decode, the crop's antialiased resize, the flip), one generator per thread. Its rate is the most a
+  pipeline built on these kernels could reach, whatever surrounds them."""
+  local = threading.local()
+
+  def one(data: bytes) -> np.ndarray:
+    if not hasattr(local, "rng"):
+      local.rng = np.random.default_rng(threading.get_ident())
+    return input_pipeline.fast_random_resized_crop(data, local.rng, size)
+
+  return one
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,29 +178,36 @@ def _cpu_seconds() -> float:
 
 
 def run(pipelines: dict[str, Callable[[], Iterator[int]]], *, windows: int, batches: int,
-        warmup: int = 2) -> dict[str, tuple[float, float]]:
+        warmup: int = 2, warmup_seconds: float = 0.0, rounds: int = 1) -> dict[str, tuple[float, float]]:
   """(median images/s, median images per CPU-second) of each pipeline over `windows` windows of
-  `batches` batches. One pipeline runs at a time (each has workers prefetching in the background);
-  the first `warmup` batches, worker start-up included, are not timed."""
-  rates = {}
-  for name, make in pipelines.items():
-    it = make()
-    for _ in range(warmup):
-      next(it)
-    wall, cpu = [], []
-    for _ in range(windows):
-      start, start_cpu = time.perf_counter(), _cpu_seconds()
-      images = sum(next(it) for _ in range(batches))
-      wall.append(images / (time.perf_counter() - start))
-      used = _cpu_seconds() - start_cpu  # Counted in clock ticks: 0 for a very short window.
-      cpu.append(images / used if used > 0 else math.nan)
-    it.close()
-    rates[name] = (statistics.median(wall), statistics.median(cpu))
-  return rates
+  `batches` batches in each of `rounds` rounds (the second in reverse order, so that no pipeline
+  always runs first or last). One pipeline runs at a time; each is warmed up for `warmup` batches
+  and at least `warmup_seconds`, so that worker start-up, and the batches its workers made before the
+  first timed window (prefetch buffers: up to 4 batches per DataLoader worker, several per Grain
+  worker), are not counted as the rate of the window."""
+  walls: dict[str, list] = {name: [] for name in pipelines}
+  cpus: dict[str, list] = {name: [] for name in pipelines}
+  order = list(pipelines)
+  for r in range(rounds):
+    for name in order if r % 2 == 0 else order[::-1]:
+      it = pipelines[name]()
+      start = time.perf_counter()
+      done = 0
+      while done < warmup or time.perf_counter() - start < warmup_seconds:
+        next(it)
+        done += 1
+      for _ in range(windows):
+        start, start_cpu = time.perf_counter(), _cpu_seconds()
+        images = sum(next(it) for _ in range(batches))
+        walls[name].append(images / (time.perf_counter() - start))
+        used = _cpu_seconds() - start_cpu  # Counted in clock ticks: 0 for a very short window.
+        cpus[name].append(images / used if used > 0 else math.nan)
+      it.close()
+  return {name: (statistics.median(walls[name]), statistics.median(cpus[name])) for name in pipelines}
 
 
-def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: int,
-            batches: int, prepared: dict[int, str]) -> dict[str, float]:
+def measure(root: str, paths: list[str], *, workers: int, batch: int, prepared: dict[int, str],
+            **timing) -> dict[str, float]:
   """images/s of every pipeline at `workers` workers; `prepared` maps a `--max-size` to its copy."""
   kw = dict(batch=batch, workers=workers)
   pipelines = {
@@ -197,9 +226,10 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, windows: i
   for size, copy in prepared.items():
     pipelines[f"resnet_jax torchvision (threads, fast decode), `prepare --max-size {size}` copy"] = (
         lambda copy=copy: resnet_jax_batches(copy, **kw))
+  pipelines[KERNELS] = lambda: file_batches(paths, decode=kernels_only(), **kw)
   for name, fn in decoders().items():
-    pipelines[f"decode only: {name}"] = lambda fn=fn: decode_batches(paths, decode=fn, **kw)
-  return run(pipelines, windows=windows, batches=batches)
+    pipelines[f"decode only: {name}"] = lambda fn=fn: file_batches(paths, decode=fn, **kw)
+  return run(pipelines, **timing)
 
 
 def print_table(results: dict[int, dict[str, tuple[float, float]]]) -> None:
@@ -217,8 +247,13 @@ def main(argv=None) -> int:
   parser.add_argument("--images", type=int, default=768)
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-  parser.add_argument("--batches", type=int, default=3, help="batches per timed window")
-  parser.add_argument("--windows", type=int, default=5)
+  parser.add_argument("--batches", type=int, default=8, help="batches per timed window")
+  parser.add_argument("--windows", type=int, default=5, help="timed windows per pipeline and round")
+  parser.add_argument("--warmup", type=int, default=4, help="untimed batches before the windows")
+  parser.add_argument("--warmup-seconds", type=float, default=2.0,
+                      help="warm up for at least this long too (worker start-up, prefetch buffers)")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="rounds over all pipelines, every other one in reverse order")
   parser.add_argument("--sides", default="300,500", help="smallest,largest side of the photos")
   parser.add_argument("--prepared", default="", help="comma-separated --max-size values: also time "
                                                       "a `resnet-jax prepare` copy of the photos")
@@ -231,8 +266,10 @@ def main(argv=None) -> int:
     for size in (int(s) for s in args.prepared.split(",") if s):
       prepared[size] = os.path.join(tmp, f"prepared_{size}")
       prepare.prepare(prepare.folder_items(root), prepared[size], max_size=size, progress=False)
-    results = {n: measure(root, paths, workers=n, batch=args.batch, windows=args.windows,
-                          batches=args.batches, prepared=prepared) for n in counts}
+    results = {n: measure(root, paths, workers=n, batch=args.batch, prepared=prepared,
+                          windows=args.windows, batches=args.batches, warmup=args.warmup,
+                          warmup_seconds=args.warmup_seconds, rounds=args.rounds)
+               for n in counts}
   print_table(results)
   ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
   n = max(counts)
@@ -241,6 +278,9 @@ def main(argv=None) -> int:
         f"{results[n][theirs][1]:,.0f} ({per_core / results[n][theirs][1]:.2f}x); 16 cores x "
         f"{per_core:,.0f} = {16 * per_core:,.0f} img/s against ResNet-50 training's ~5,000-7,000 "
         f"(H100, bf16)")
+  print(f"ceiling (resnet_jax's per-image kernels alone, no pipeline): "
+        f"{results[n][KERNELS][0] / results[n][theirs][0]:.2f}x torchvision's images/s, "
+        f"{results[n][KERNELS][1] / results[n][theirs][1]:.2f}x per CPU-second at {n} workers")
   print(f"input pipeline: resnet_jax/torchvision = {results[n][ours][0] / results[n][theirs][0]:.2f}x "
         f"at {n} workers")
   return 0
