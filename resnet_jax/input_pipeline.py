@@ -111,9 +111,12 @@ class ImageFolderSource:
 class SyntheticSource:
   """Random images, for throughput benchmarks: each example is generated from its index."""
 
-  def __init__(self, num_examples: int, image_shape: Sequence[int], num_classes: int, seed: int = 0):
+  DEFAULT_CLASSES = 1000  # ImageNet's, the size the benchmarked models have, when 0 is given.
+
+  def __init__(self, num_examples: int, image_shape: Sequence[int], num_classes: int = 0,
+               seed: int = 0):
     self.num_examples, self.image_shape = num_examples, tuple(image_shape)
-    self.num_classes, self.seed = num_classes, seed
+    self.num_classes, self.seed = num_classes or self.DEFAULT_CLASSES, seed
 
   def __len__(self) -> int:
     return self.num_examples
@@ -170,11 +173,12 @@ SOURCES = ("tfds", "folder", "digits", "synthetic")  # get_source's kinds; confi
 
 
 def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = "",
-               image_shape: Sequence[int] = (224, 224, 3), num_classes: int = 1000,
+               image_shape: Sequence[int] = (224, 224, 3), num_classes: int = 0,
                synthetic_examples: int = 1281167, class_names: Optional[Sequence[str]] = None):
   """Builds a source by kind: 'tfds' (`dataset` by name), 'folder' (`data_dir/split/<class>/`,
   classes `class_names`, default the split's own folders; images with `image_shape[-1]` channels),
-  'digits', or 'synthetic' (`synthetic_examples` images of `image_shape` in `num_classes` classes).
+  'digits', or 'synthetic' (`synthetic_examples` images of `image_shape` in `num_classes` classes,
+  0 for SyntheticSource.DEFAULT_CLASSES).
   """
   if source == "tfds":
     return TfdsSource(dataset, split, os.path.expanduser(data_dir) if data_dir else None)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import math
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -121,12 +122,17 @@ class Data:
   class_names: tuple = ()
 
 
+def input_channels(config: ml_collections.ConfigDict) -> int:
+  """The model's input channels: `model_overrides` holds only the ResNet fields a recipe changes, so
+  without `in_channels` there the model's own default applies."""
+  return config.model_overrides.get("in_channels", models.ResNet.in_channels)
+
+
 def create_data(config: ml_collections.ConfigDict) -> Data:
-  # model_overrides holds only the ResNet fields a recipe changes, so the model's default applies.
-  in_channels = config.model_overrides.get("in_channels", models.ResNet.in_channels)
-  image_shape = (config.image_size, config.image_size, in_channels)
+  """The train and eval sources; `config.num_classes` 0 takes the training source's count."""
+  image_shape = (config.image_size, config.image_size, input_channels(config))
   kw = dict(dataset=config.dataset, data_dir=config.data_dir, image_shape=image_shape,
-            num_classes=config.num_classes or 1000, synthetic_examples=config.synthetic_examples)
+            num_classes=config.num_classes, synthetic_examples=config.synthetic_examples)
   train = input_pipeline.get_source(config.source, config.train_split, **kw)
   # An image folder's classes are the training split's, whatever folders the other split has.
   evaluation = input_pipeline.get_source(config.source, config.eval_split,
@@ -141,10 +147,10 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
   """What this run's checkpoints hold and how the model is fed: the normalisation, and the crop and
   resize of training's center evaluation (`eval_sizes`: FixRes' val sizes when set)."""
   overrides = json.loads(json.dumps(config.model_overrides.to_dict()))
-  in_channels = overrides.pop("in_channels", models.ResNet.in_channels)
+  overrides.pop("in_channels", None)  # A field of its own in the spec.
   crop, crop_fraction = eval_sizes(config)
   return spec_lib.ModelSpec(
-      arch=config.model, num_classes=data.num_classes, in_channels=in_channels,
+      arch=config.model, num_classes=data.num_classes, in_channels=input_channels(config),
       model_overrides=overrides, image_size=crop, resize_size=int(round(crop / crop_fraction)),
       mean_255=tuple(config.mean), std_255=tuple(config.std), class_names=data.class_names,
       source={"kind": "training", "workdir": os.path.abspath(workdir)})
@@ -153,8 +159,8 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
 def train_batches(config, data: Data, layout: sharding.Layout) -> input_pipeline.DeviceIterator:
   ds = input_pipeline.train_dataset(
       data.train, global_batch_size=config.batch_size,
-      image_size=config.train_crop_size or config.image_size, augment=config.augment, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      image_size=config.train_crop_size or config.image_size, augment=config.augment,
+      seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
       extra_augment=autoaugment.train_policy(
           config.auto_augment, ra_magnitude=config.ra_magnitude,
           augmix_severity=config.augmix_severity, random_erase=config.random_erase,
@@ -241,15 +247,6 @@ def evaluate(evaluate_fn: Callable, state, batches, layout: sharding.Layout) -> 
           "top5": totals["top5"] / count, "count": int(count)}
 
 
-def log_ema_evaluation(run, state, step: int, progress: logs.Progress) -> dict:
-  """Evaluates the EMA weights as the model is evaluated, written under 'eval_ema'."""
-  result = evaluate(run.eval_fn, steps.ema_view(state), eval_batches(run.config, run.data, run.layout),
-                    run.layout)
-  run.writer.write(step, "eval_ema", result)
-  progress.write(f"step {step}: EMA eval {describe_evaluation(result)}")
-  return result
-
-
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -265,55 +262,38 @@ def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optiona
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop.
+# The run's parts, each built from the config and what it needs.
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """What the loop reads besides the state: compiled steps, data, outputs. Fixed for the run; what
-  changes step to step (the state, the last checkpoint's step) the loop holds itself."""
-  config: ml_collections.ConfigDict
-  layout: sharding.Layout
+class Compiled(NamedTuple):
+  """The model, its optimizer, and the train and eval steps compiled for the run's layout."""
+  model: models.ResNet
+  tx: optax.GradientTransformation
   train_fn: Callable
   eval_fn: Callable
-  data: Data
-  batches: input_pipeline.DeviceIterator
-  checkpoints: checkpoints.TrainCheckpoints
-  writer: MetricWriter
-  spec: spec_lib.ModelSpec
-  total_steps: int
-  steps_per_epoch: float
-  restored_step: Optional[int]  # The checkpoint resumed from, None for a fresh run.
-  lock: Optional[workdir_lock.WorkdirLock]  # Held on process 0 for the whole run.
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, Any]:
-  """Validates the config, takes the workdir's lock (released by `train_and_evaluate`), builds
-  everything and restores the latest checkpoint (or init_from); returns (run, device state)."""
-  validate_config(config)
-  lock = workdir_lock.own(workdir)  # Before anything in the workdir is read or written.
-  try:
-    return _build_and_restore(config, workdir, lock)
-  except BaseException:
-    if lock:
-      lock.release()
-    raise
-
-
-def _build_and_restore(config: ml_collections.ConfigDict, workdir: str,
-                       lock: Optional[workdir_lock.WorkdirLock]) -> tuple[Run, Any]:
+def create_layout(config: ml_collections.ConfigDict) -> sharding.Layout:
   layout = sharding.Layout(config.parallelism)
   layout.check_batch_size(config.batch_size)
   per_device = config.batch_size // (layout.mesh.size * jax.process_count())
   if config.parallelism == "pmap" and per_device % config.grad_accum_steps:  # Split per device.
     raise config_checks.ConfigError(f"config.grad_accum_steps={config.grad_accum_steps}: expected a "
                                     f"divisor of the per-device batch ({per_device}) under pmap")
-  data = create_data(config)
-  steps_per_epoch = len(data.train) / config.batch_size
+  return layout
+
+
+def run_length(config: ml_collections.ConfigDict, train_examples: int) -> tuple[float, int]:
+  """(steps per epoch, total steps): `num_train_steps` when set, else `num_epochs`' worth."""
+  steps_per_epoch = train_examples / config.batch_size
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(math.ceil(config.num_epochs * steps_per_epoch)))
+  return steps_per_epoch, total_steps
+
+
+def compile_steps(config: ml_collections.ConfigDict, spec: spec_lib.ModelSpec,
+                  layout: sharding.Layout, steps_per_epoch: float, total_steps: int) -> Compiled:
   schedule = schedule_from_config(config, steps_per_epoch, total_steps)
   tx = optimizer_from_config(config, schedule)
-  spec = model_spec(config, data, workdir)  # Validated before anything is written to the workdir.
   synced = config.parallelism == "pmap" and config.sync_batch_norm
   model = spec.build(dtype=models.compute_dtype(config.dtype),
                      axis_name=sharding.PMAP_AXIS if synced else None)
@@ -326,34 +306,39 @@ def _build_and_restore(config: ml_collections.ConfigDict, workdir: str,
                         grad_accum_steps=config.grad_accum_steps,
                         average_batch_stats=config.parallelism == "pmap" and not synced, **bound),
       functools.partial(steps.eval_step, **bound))
-
-  os.makedirs(workdir, exist_ok=True)
-  ckpts = checkpoints.TrainCheckpoints(workdir, keep=config.keep_checkpoints,
-                                      async_save=config.async_checkpoints)
-  batches = train_batches(config, data, layout)
-  state = initial_state(model, tx, data.image_shape, config.seed, config.model_ema)
-  try:  # Restored before anything else is written, so a refused workdir is left as it was.
-    restored = ckpts.restore_latest(serialization.to_state_dict(state), batches,
-                                    checkpoints.training_meta(spec))
-    if restored is not None:
-      state = serialization.from_state_dict(state, restored[0])
-      log.info("resumed from the checkpoint of step %d in %s", int(state.step), workdir)
-    elif config.init_from:
-      state = load_pretrained(state, config.init_from, expected=spec)
-      log.info("initialised from %s", config.init_from)
-  except BaseException:
-    ckpts.close()
-    raise
-  run = Run(config, layout, train_fn, eval_fn, data, batches, ckpts, MetricWriter(workdir),
-            spec, total_steps, steps_per_epoch,
-            restored_step=int(state.step) if restored is not None else None, lock=lock)
-  return run, layout.put_state(state)
+  return Compiled(model, tx, train_fn, eval_fn)
 
 
-def save_checkpoint(run: Run, state, step: int) -> None:
-  host = serialization.to_state_dict(run.layout.get_state(state))
-  spec = run.spec.replace(source=dict(run.spec.source, step=step))
-  run.checkpoints.save(step, host, run.batches.get_state(), checkpoints.training_meta(spec))
+def restore_or_initialize(config: ml_collections.ConfigDict, compiled: Compiled, data: Data,
+                          spec: spec_lib.ModelSpec, ckpts: checkpoints.TrainCheckpoints,
+                          batches: input_pipeline.DeviceIterator
+                          ) -> tuple[steps.TrainState, Optional[int]]:
+  """(host state, the step it was restored from): the newest intact checkpoint, which also moves
+  `batches` to its data position; else `init_from`'s weights or a fresh state, and None."""
+  state = initial_state(compiled.model, compiled.tx, data.image_shape, config.seed, config.model_ema)
+  restored = ckpts.restore_latest(serialization.to_state_dict(state), batches,
+                                  checkpoints.training_meta(spec))
+  if restored is not None:
+    state = serialization.from_state_dict(state, restored[0])
+    log.info("resumed from the checkpoint of step %d in %s", int(state.step),
+             os.path.dirname(ckpts.directory))
+    return state, int(state.step)
+  if config.init_from:
+    state = load_pretrained(state, config.init_from, expected=spec)
+    log.info("initialised from %s", config.init_from)
+  return state, None
+
+
+# ----------------------------------------------------------------------------------------------
+# What the loop does between steps.
+
+def save_checkpoint(ckpts: checkpoints.TrainCheckpoints, layout: sharding.Layout,
+                    spec: spec_lib.ModelSpec, batches: input_pipeline.DeviceIterator, state,
+                    step: int) -> None:
+  """The state with the data position after its last batch and the spec naming this step."""
+  host = serialization.to_state_dict(layout.get_state(state))
+  spec = spec.replace(source=dict(spec.source, step=step))
+  ckpts.save(step, host, batches.get_state(), checkpoints.training_meta(spec))
 
 
 def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) -> set[int]:
@@ -367,16 +352,17 @@ def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) 
   return {s for s in due if s <= total_steps} | {total_steps}
 
 
-def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pending: list,
-               step: int, last_checkpoint: Optional[int]) -> None:
-  """Checks and writes the means of the steps since the last log, with the throughput."""
-  history = [run.layout.scalars(m) for m in pending]
+def log_train(writer: MetricWriter, progress: logs.Progress, throughput: Throughput,
+              layout: sharding.Layout, pending: list, step: int,
+              last_checkpoint: Optional[int]) -> None:
+  """Checks and writes the means of the steps since the last log (`pending`), with the throughput."""
+  history = [layout.scalars(m) for m in pending]
   _check_finite(history, step - len(history), last_checkpoint)
   scalars = interval_means([{k: v for k, v in h.items() if k != "finite"} for h in history])
   rate = throughput.images_per_sec()  # None right after the compiling first step
   if rate is not None:
     scalars["images_per_sec"] = rate
-  run.writer.write(step, "train", scalars)
+  writer.write(step, "train", scalars)
   shown = {"loss": f"{scalars['loss']:.4f}",
            "top-1 error": f"{100.0 * (1.0 - scalars['accuracy']):.2f}%",
            "lr": f"{scalars['learning_rate']:.4g}"}
@@ -385,12 +371,20 @@ def _log_train(run: Run, progress: logs.Progress, throughput: Throughput, pendin
   progress.show(step, shown)
 
 
-def _evaluate_and_log(run: Run, progress: logs.Progress, state, step: int) -> dict:
-  result = evaluate(run.eval_fn, state, eval_batches(run.config, run.data, run.layout), run.layout)
-  run.writer.write(step, "eval", result)
-  progress.write(f"step {step}: eval {describe_evaluation(result)}")
+EVAL_SPLITS = {"eval": "eval", "eval_ema": "EMA eval"}  # metrics.jsonl split: what the log calls it.
+
+
+def evaluate_and_log(split: str, eval_fn: Callable, state, batches, layout: sharding.Layout,
+                     writer: MetricWriter, progress: logs.Progress, step: int) -> dict:
+  """`evaluate`, written to metrics.jsonl under `split` (an EVAL_SPLITS key) and shown."""
+  result = evaluate(eval_fn, state, batches, layout)
+  writer.write(step, split, result)
+  progress.write(f"step {step}: {EVAL_SPLITS[split]} {describe_evaluation(result)}")
   return result
 
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates as configured, resuming from the newest intact checkpoint in `workdir`.
@@ -407,19 +401,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last good checkpoint is saved (the policy: stop, keep the checkpoints, change the recipe).
   """
   initialize_distributed(config)
-  run, state = setup(config, workdir)
-  config = run.config
-  last_checkpoint = run.restored_step
-  start = int(last_checkpoint or 0)
-  evals = eval_steps(config.eval_every_steps, run.steps_per_epoch, run.total_steps)
-  progress = logs.Progress(run.total_steps, start,
-                           enabled=config.progress_bar and jax.process_index() == 0)
-  throughput = Throughput(config.batch_size)
-  run.writer.start(start, config)
-  pending, result = [], {}
-  try:
-    for step in range(start + 1, run.total_steps + 1):
-      state, metrics = run.train_fn(state, next(run.batches))
+  validate_config(config)
+  with contextlib.ExitStack() as cleanup:  # Undone in reverse: the lock is released last.
+    lock = workdir_lock.own(workdir)  # Before anything in the workdir is read or written.
+    if lock:
+      cleanup.callback(lock.release)
+    layout = create_layout(config)
+    data = create_data(config)
+    steps_per_epoch, total_steps = run_length(config, len(data.train))
+    spec = model_spec(config, data, workdir)  # Validated before anything is written to the workdir.
+    compiled = compile_steps(config, spec, layout, steps_per_epoch, total_steps)
+    os.makedirs(workdir, exist_ok=True)
+    ckpts = cleanup.enter_context(checkpoints.TrainCheckpoints(
+        workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints))
+    batches = train_batches(config, data, layout)
+    cleanup.callback(batches.close)  # Stops config.data_processes' workers now, not at exit.
+    # Restored before anything else is written, so a refused workdir is left as it was.
+    state, last_checkpoint = restore_or_initialize(config, compiled, data, spec, ckpts, batches)
+    state = layout.put_state(state)
+    writer = MetricWriter(workdir)
+    cleanup.callback(writer.close)
+    start = last_checkpoint or 0
+    progress = logs.Progress(total_steps, start,
+                             enabled=config.progress_bar and jax.process_index() == 0)
+    cleanup.callback(progress.close)
+    evals = eval_steps(config.eval_every_steps, steps_per_epoch, total_steps)
+    throughput = Throughput(config.batch_size)
+    writer.start(start, config)
+    new_eval_batches = functools.partial(eval_batches, config, data, layout)
+    pending, result = [], {}
+    for step in range(start + 1, total_steps + 1):
+      state, metrics = compiled.train_fn(state, next(batches))
       pending.append(metrics)
       if step == start + 1:
         jax.block_until_ready(metrics)  # This step compiled: throughput is timed from its end.
@@ -427,27 +439,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       else:
         throughput.step()
       progress.update(1)
-      due_checkpoint = step % config.checkpoint_every_steps == 0 or step == run.total_steps
+      due_checkpoint = step % config.checkpoint_every_steps == 0 or step == total_steps
       due_log = step % config.log_every_steps == 0 or due_checkpoint or step in evals
       if due_log:
-        _log_train(run, progress, throughput, pending, step, last_checkpoint)
+        log_train(writer, progress, throughput, layout, pending, step, last_checkpoint)
         pending = []
       if step in evals:
-        result = _evaluate_and_log(run, progress, state, step)
+        result = evaluate_and_log("eval", compiled.eval_fn, state, new_eval_batches(), layout,
+                                  writer, progress, step)
         if config.model_ema:
-          log_ema_evaluation(run, state, step, progress)
+          evaluate_and_log("eval_ema", compiled.eval_fn, steps.ema_view(state), new_eval_batches(),
+                           layout, writer, progress, step)
       if due_checkpoint:
-        save_checkpoint(run, state, step)
+        save_checkpoint(ckpts, layout, spec, batches, state, step)
         last_checkpoint = step
       if due_log:
         throughput.restart()  # Logging, evaluating and checkpointing are not training time.
     if not result:  # Resumed at the end: evaluate what was restored (already written).
-      result = evaluate(run.eval_fn, state, eval_batches(config, run.data, run.layout), run.layout)
-  finally:
-    progress.close()
-    run.batches.close()  # Stops config.data_processes' workers now rather than at exit.
-    run.checkpoints.close()
-    run.writer.close()
-    if run.lock:
-      run.lock.release()
+      result = evaluate(compiled.eval_fn, state, new_eval_batches(), layout)
   return result

@@ -254,6 +254,17 @@ def test_global_batch_not_divisible_by_devices(tmp_path, tiny_config):
     train_lib.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))
 
 
+@pytest.mark.parametrize("num_classes, expected", [(0, 1000), (7, 7)])
+def test_class_count_comes_from_the_config_or_the_source(tiny_config, num_classes, expected):
+  """config.num_classes 0 takes the source's count: digits' 10, the synthetic source's ImageNet 1000."""
+  synthetic = train_lib.create_data(tiny_config(source="synthetic", num_classes=num_classes,
+                                                synthetic_examples=32))
+  assert synthetic.num_classes == expected == synthetic.train.num_classes
+  assert {synthetic.train[i]["label"] for i in range(32)} <= set(range(expected))
+  assert synthetic.image_shape == (8, 8, 1)  # model_overrides.in_channels
+  assert train_lib.create_data(tiny_config()).num_classes == 10
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path, tiny_config):
   config = tiny_config(source="folder", data_dir=str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="does not exist"):
