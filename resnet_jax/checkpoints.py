@@ -377,9 +377,6 @@ class TrainCheckpoints:
       multihost_utils.sync_global_devices("resnet_jax.checkpoints.set_aside")
     self._manager.reload()
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()

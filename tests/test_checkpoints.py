@@ -120,14 +120,13 @@ def test_damaged_newest_step_is_set_aside_and_saving_goes_on(tmp_path, damage, d
   assert checkpoints.load_variables(str(tmp_path))[1].source["step"] == 2
   assert digest(tmp_path) == before
   it = _iterator()
-  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None, async_save=False) as ckpts:
     state, meta = ckpts.restore_latest(_state(0), it)
     assert meta["step"] == 2 and float(state["params"]["fc"]["bias"][0]) == 2.0
     assert it.get_state() == _position(2)
     assert ckpts.steps() == [1, 2]
     for step in (3, 4):
       ckpts.save(step, _state(step), _position(step), checkpoints.training_meta(SPEC))
-    ckpts.wait()
     assert ckpts.steps() == [1, 2, 3, 4]
   aside = f"checkpoints/damaged/3-{DAMAGES[damage]}/"
   moved = {k.replace("checkpoints/3/", aside): v for k, v in before.items()}
@@ -142,11 +141,10 @@ def test_stray_empty_step_directory_never_blocks_saving(tmp_path):
   stray aside, and every later step is saved (before, nothing up to 1000 ever was)."""
   _save_steps(tmp_path, [1, 2])
   (tmp_path / "checkpoints" / "1000").mkdir()
-  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None) as ckpts:
+  with checkpoints.TrainCheckpoints(str(tmp_path), keep=None, async_save=False) as ckpts:
     _, meta = ckpts.restore_latest(_state(0), _iterator())
     assert meta["step"] == 2
     ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
-    ckpts.wait()
     assert ckpts.steps() == [1, 2, 3]
   assert os.listdir(tmp_path / "checkpoints" / "damaged") == ["1000-empty"]
 
@@ -250,10 +248,11 @@ def test_disk_full_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch,
     return await original(self, *args, **kwargs)
 
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full)
-  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=None)
+  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=None)  # Asynchronous, as training's.
   with pytest.raises(Exception, match="No space left on device"):
     ckpts.save(3, _state(3), _position(3), checkpoints.training_meta(SPEC))
-    ckpts.wait()
+    ckpts.close()  # Waits for the save, whose error surfaces here.
+  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=None)  # The next run, in the same workdir.
   assert ckpts.steps() == [1, 2]
   assert {k: v for k, v in digest(tmp_path).items() if k in before} == before
   monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", original)
