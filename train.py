@@ -6,14 +6,11 @@ The same as `resnet-jax train` (resnet_jax/train.py), which also takes a recipe'
 its latest checkpoint. The logic is in resnet_jax/train_lib.py, where it can be tested.
 """
 
-import os
 import sys
 
-# Config files outside the package may import the checkout's `configs` package, wherever train.py
-# is started from.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from resnet_jax.train import main  # noqa: E402
+# `python path/to/train.py` puts the script's folder first on sys.path, so config files outside the
+# package can import the checkout's `configs` package wherever train.py is started from.
+from resnet_jax.train import main
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:], prog="train.py"))
