@@ -228,7 +228,7 @@ def cmd_prepare(args) -> int:
     source = os.path.abspath(os.path.expanduser(args.source))
     items = prepare.folder_items(source, args.out)
   summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
-                            workers=args.workers, source=source)
+                            workers=args.workers, source=source, format=args.format)
   print(summary.line(args.out, args.max_size, args.quality))
   return 1 if summary.unreadable else 0  # Every image accounted for: a missing one is a failure.
 
@@ -245,6 +245,8 @@ def _prepare_parser(sub) -> None:
                                        "(default: none, SOURCE is an image folder)")
   p.add_argument("--data-dir", help="TFDS data_dir (default: ~/tensorflow_datasets)")
   p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
+  p.add_argument("--format", default="folder", choices=("folder", "array_record"),
+                 help="an image folder, or ArrayRecord shards (config.source='array_record')")
   p.set_defaults(run=cmd_prepare)
 
 

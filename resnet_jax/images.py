@@ -8,6 +8,7 @@ first: 16-bit by 255/65535, floats (taken as 0..1, the convention of float TIFFs
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Union
 
@@ -30,18 +31,27 @@ def load_image(path: Union[str, os.PathLike], channels: int = 3) -> np.ndarray:
       decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS` x 2) or out-of-range float pixels.
   """
   path = os.fspath(path)
+  return _decode(path, path, channels)
+
+
+def decode_image(data: bytes, where: str, channels: int = 3) -> np.ndarray:
+  """`load_image` of an image file's bytes kept elsewhere (an ArrayRecord record); errors name `where`."""
+  return _decode(io.BytesIO(data), where, channels)
+
+
+def _decode(file, where: str, channels: int) -> np.ndarray:
   try:
-    with Image.open(path) as image:
+    with Image.open(file) as image:
       image.load()  # Decode now: a truncated file fails here, inside the try.
-      return to_uint8(image, channels, where=path)
+      return to_uint8(image, channels, where=where)
   except Image.DecompressionBombError as e:
-    raise ImageError(f"{path}: image too large to decode safely ({e})") from None
+    raise ImageError(f"{where}: image too large to decode safely ({e})") from None
   except FileNotFoundError:
-    raise ImageError(f"{path}: no such image file") from None
+    raise ImageError(f"{where}: no such image file") from None
   except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated, broken data
     if isinstance(e, ImageError):
       raise
-    raise ImageError(f"{path}: cannot decode the image: {e}") from None
+    raise ImageError(f"{where}: cannot decode the image: {e}") from None
 
 
 def to_uint8(image: Image.Image, channels: int = 3, where: str = "image") -> np.ndarray:

@@ -21,6 +21,7 @@ files do not offer. Then train with `--config.dataset=cifar10 --config.data_dir=
 from __future__ import annotations
 
 import collections
+import glob
 import json
 import math
 import os
@@ -108,6 +109,48 @@ class ImageFolderSource:
       return {"data": f.read(), "label": label}
 
 
+class ArrayRecordSource:
+  """A split written by `resnet-jax prepare --format array_record`: `root` is OUT/<split>, holding
+  ArrayRecord shards of {"jpeg", "class"} records and classes.json (resnet_jax/prepare.py).
+
+  Classes, labels and decoding are those of ImageFolderSource on the same images: the training
+  split's sorted class names, given to the other splits as `class_names`; `images.decode_image`
+  with `channels` channels; `undecoded` for training's reduced-size JPEG decoding.
+  """
+
+  def __init__(self, root: str, class_names: Optional[Sequence[str]] = None, channels: int = 3):
+    shards = sorted(glob.glob(os.path.join(glob.escape(root), "*.array_record")))
+    classes_file = os.path.join(root, "classes.json")
+    if not shards or not os.path.exists(classes_file):
+      raise FileNotFoundError(f"no ArrayRecord shards and classes.json in {root!r} (write them with "
+                              f"`resnet-jax prepare SRC OUT --format array_record`)")
+    with open(classes_file) as f:
+      own = json.load(f)
+    class_names = own if class_names is None else list(class_names)
+    unknown = sorted(set(own) - set(class_names))
+    if unknown:
+      raise ValueError(f"{root!r} has class {unknown[0]!r} that the training split does not have "
+                       f"(its classes: {', '.join(class_names)})")
+    self.root, self.channels = root, channels
+    self.classes = self.class_names = list(class_names)
+    self.num_classes = len(self.classes)
+    self._labels = {name: i for i, name in enumerate(self.classes)}
+    self._records = grain.sources.ArrayRecordDataSource(shards)
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def undecoded(self, index: int) -> Example:
+    import msgpack
+    record = msgpack.unpackb(self._records[index])
+    return {"data": record["jpeg"], "label": self._labels[record["class"]]}
+
+  def __getitem__(self, index: int) -> Example:
+    example = self.undecoded(index)
+    image = images.decode_image(example["data"], f"{self.root} record {index}", self.channels)
+    return {"image": image, "label": example["label"]}
+
+
 class SyntheticSource:
   """Random images, for throughput benchmarks: each example is generated from its index."""
 
@@ -169,7 +212,8 @@ def digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> InMemorySou
   return InMemorySource(x, y, num_classes=10, class_names=[str(d) for d in range(10)])
 
 
-SOURCES = ("tfds", "folder", "digits", "synthetic")  # get_source's kinds; config.source's choices.
+# get_source's kinds; config.source's choices.
+SOURCES = ("tfds", "folder", "array_record", "digits", "synthetic")
 
 
 def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = "",
@@ -177,6 +221,8 @@ def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = ""
                synthetic_examples: int = 1281167, class_names: Optional[Sequence[str]] = None):
   """Builds a source by kind: 'tfds' (`dataset` by name), 'folder' (`data_dir/split/<class>/`,
   classes `class_names`, default the split's own folders; images with `image_shape[-1]` channels),
+  'array_record' (`data_dir/split/`, written by `resnet-jax prepare --format array_record`; classes
+  and channels as 'folder'),
   'digits', or 'synthetic' (`synthetic_examples` images of `image_shape` in `num_classes` classes,
   0 for SyntheticSource.DEFAULT_CLASSES).
   """
@@ -184,6 +230,9 @@ def get_source(source: str, split: str, *, dataset: str = "", data_dir: str = ""
     return TfdsSource(dataset, split, os.path.expanduser(data_dir) if data_dir else None)
   if source == "folder":
     return ImageFolderSource(os.path.join(os.path.expanduser(data_dir), split), class_names,
+                             channels=image_shape[-1])
+  if source == "array_record":
+    return ArrayRecordSource(os.path.join(os.path.expanduser(data_dir), split), class_names,
                              channels=image_shape[-1])
   if source == "digits":
     return digits(split)

@@ -11,6 +11,14 @@ Every image is accounted for: each source image becomes one output file, or one 
 `OUT/unreadable.txt` (path and reason); `OUT/prepare.json` records the counts and settings. Outputs
 are written under a temporary name and renamed, so an interrupted run leaves only whole files, and
 running the same command again skips them and does the rest.
+
+`--format array_record` writes the same images as ArrayRecord shards instead, for file systems
+where a million small files are slow (`config.source='array_record'` reads them):
+OUT/<split>/<split>-SSSSS-of-NNNNN.array_record, SHARD_SIZE images each in the order of the source
+listing, every record `msgpack.packb({"jpeg": bytes, "class": class folder name})`; beside each
+shard a .json with its record count and unreadable images, and OUT/<split>/classes.json with the
+split's sorted class names (labels are indices into the training split's, as for image folders).
+A shard is renamed into place whole, so a resumed run redoes only the shards it had not finished.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,6 +38,9 @@ from resnet_jax.input_pipeline import IMAGE_EXTENSIONS
 
 UNREADABLE = "unreadable.txt"
 MANIFEST = "prepare.json"
+FORMATS = ("folder", "array_record")
+SHARD_SIZE = 1024  # Images per ArrayRecord shard (~25 MB at 320 px).
+CLASSES = "classes.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +154,7 @@ def _check_manifest(out: str, settings: dict) -> None:
   path = os.path.join(out, MANIFEST)
   if os.path.exists(path):
     with open(path) as f:
-      before = json.load(f)
+      before = {"format": "folder", **json.load(f)}  # Copies from before formats were folders.
     changed = {k: before.get(k) for k, v in settings.items() if before.get(k) != v}
     if changed:
       raise ValueError(f"{out} was prepared with {changed} (see {path}); use a new directory "
@@ -151,8 +162,10 @@ def _check_manifest(out: str, settings: dict) -> None:
 
 
 def prepare(items: Sequence[Item], out: str, *, max_size: int = 320, quality: int = 90,
-            workers: int = 1, source: str = "", progress: bool = True) -> Summary:
-  """Writes every item to `out`; returns the counts. Items already written are skipped.
+            workers: int = 1, source: str = "", progress: bool = True,
+            format: str = "folder") -> Summary:
+  """Writes every item to `out` as an image folder or ArrayRecord shards (`format`, see FORMATS);
+  returns the counts. Items (or shards) already written are skipped.
 
   Raises:
     ValueError: bad settings, or `out` was prepared with other settings.
@@ -160,40 +173,126 @@ def prepare(items: Sequence[Item], out: str, *, max_size: int = 320, quality: in
   """
   if max_size < 1 or not 1 <= quality <= 100:
     raise ValueError(f"--max-size must be >= 1 and --quality in 1..100, got {max_size}, {quality}")
-  settings = {"source": source, "max_size": max_size, "quality": quality}
+  if format not in FORMATS:
+    raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+  settings = {"source": source, "max_size": max_size, "quality": quality, "format": format}
   _check_manifest(out, settings)
   os.makedirs(out, exist_ok=True)
   if not os.path.exists(os.path.join(out, MANIFEST)):  # Settings first, so a resume can check them.
     with open(os.path.join(out, MANIFEST), "w") as f:
       json.dump({**settings, "complete": False}, f, indent=1)
+  if format == "array_record":
+    return _prepare_shards(items, out, max_size, quality, workers, progress, settings)
   summary = Summary(images=len(items))
   todo = [item for item in items if not os.path.exists(os.path.join(out, item.out))]
   summary.already_done = len(items) - len(todo)
 
-  def run(item):
-    try:
-      return item, _convert(item, max_size, quality), None
-    except Exception as e:  # Any failure to read one image is recorded against it, never fatal.
-      return item, None, f"{type(e).__name__}: {e}"
-
-  def results():
-    # In chunks, so that memory stays bounded and an interrupt waits for one chunk, not the dataset.
-    chunk = 64 * max(1, workers)
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-      for start in range(0, len(todo), chunk):
-        yield from pool.map(run, todo[start:start + chunk])
-
-  for item, data, error in _progress(results(), len(todo), progress):
+  for item, data, error in _progress(_converted(todo, max_size, quality, workers), len(todo),
+                                     progress):
     if error is None:
       _write(os.path.join(out, item.out), data)
       summary.written += 1
     else:
-      summary.unreadable.append((item.name, error.replace("\n", " ")))
+      summary.unreadable.append((item.name, error))
   _finish(out, items, summary, settings)
   return summary
 
 
+def _converted(todo: Sequence[Item], max_size: int, quality: int,
+               workers: int) -> Iterator[tuple[Item, Optional[bytes], Optional[str]]]:
+  """(item, its JPEG bytes or None, None or why it is unreadable) of each item, in order."""
+  def run(item):
+    try:
+      return item, _convert(item, max_size, quality), None
+    except Exception as e:  # Any failure to read one image is recorded against it, never fatal.
+      return item, None, f"{type(e).__name__}: {e}".replace("\n", " ")
+
+  # In chunks, so that memory stays bounded and an interrupt waits for one chunk, not the dataset.
+  chunk = 64 * max(1, workers)
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    for start in range(0, len(todo), chunk):
+      yield from pool.map(run, todo[start:start + chunk])
+
+
+def _split_and_class(out: str) -> tuple[str, str]:
+  """('train', 'cat') of an item's output path 'train/cat/x.jpg'; ('.', 'cat') of 'cat/x.jpg'."""
+  parts = out.replace(os.sep, "/").split("/")
+  if len(parts) < 2:
+    raise ValueError("not inside a class folder")
+  return "/".join(parts[:-2]) or ".", parts[-2]
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  name = "data" if split == "." else split.replace("/", "_")
+  return f"{name}-{index:05d}-of-{count:05d}.array_record"
+
+
+def _prepare_shards(items: Sequence[Item], out: str, max_size: int, quality: int, workers: int,
+                    progress: bool, settings: dict) -> Summary:
+  """The ArrayRecord output of `prepare` (the module's docstring has the layout)."""
+  import msgpack
+  from array_record.python.array_record_module import ArrayRecordWriter
+  summary = Summary(images=len(items))
+  splits: dict[str, list] = {}
+  for item in items:
+    try:
+      split, name = _split_and_class(item.out)
+    except ValueError as e:
+      summary.unreadable.append((item.name, str(e)))
+      continue
+    splits.setdefault(split, []).append((item, name))
+  shards = []  # (split, index, count, [(item, class name)])
+  for split, members in splits.items():
+    os.makedirs(os.path.join(out, split), exist_ok=True)
+    with open(os.path.join(out, split, CLASSES), "w") as f:
+      json.dump(sorted({name for _, name in members}), f)
+    count = -(-len(members) // SHARD_SIZE)
+    shards += [(split, i, count, members[i * SHARD_SIZE:(i + 1) * SHARD_SIZE]) for i in range(count)]
+  bar = _progress(None, len(items) - len(summary.unreadable), progress)
+  for split, index, count, members in shards:
+    path = os.path.join(out, split, shard_name(split, index, count))
+    if os.path.exists(path):  # Renamed into place whole: its sidecar says what it holds.
+      with open(path + ".json") as f:
+        done = json.load(f)
+      summary.already_done += done["records"]
+      summary.unreadable += [tuple(u) for u in done["unreadable"]]
+    else:
+      names = {item.name: name for item, name in members}
+      writer = ArrayRecordWriter(path + ".partial", "group_size:1")
+      records, unreadable = 0, []
+      try:
+        for item, data, error in _converted([m[0] for m in members], max_size, quality, workers):
+          if error is None:
+            writer.write(msgpack.packb({"jpeg": data, "class": names[item.name]}))
+            records += 1
+          else:
+            unreadable.append((item.name, error))
+      finally:
+        writer.close()
+      with open(path + ".json", "w") as f:
+        json.dump({"records": records, "unreadable": unreadable}, f)
+      os.replace(path + ".partial", path)
+      summary.written += records
+      summary.unreadable += unreadable
+    if bar is not None:
+      bar.update(len(members))
+  if bar is not None:
+    bar.close()
+  _finish_shards(out, summary, settings)
+  return summary
+
+
+def _finish_shards(out: str, summary: Summary, settings: dict) -> None:
+  """Lists the unreadable images and checks the counts: every image is a record or listed."""
+  _write_unreadable(out, summary)
+  accounted = summary.written + summary.already_done + len(summary.unreadable)
+  if accounted != summary.images:
+    raise OSError(f"{summary.images} images but {accounted} records and unreadable ones in {out}")
+  _write_manifest(out, summary, settings)
+
+
 def _progress(results: Iterable, total: int, enabled: bool, desc: str = "prepare") -> Iterable:
+  """`results` with a progress bar when `enabled` (None: the bar itself, to `update` by hand)."""
   if not enabled:
     return results
   from tqdm import tqdm
@@ -202,16 +301,24 @@ def _progress(results: Iterable, total: int, enabled: bool, desc: str = "prepare
 
 def _finish(out: str, items: Sequence[Item], summary: Summary, settings: dict) -> None:
   """Lists the unreadable images and checks that every other image has its output."""
+  _write_unreadable(out, summary)
+  bad = {name for name, _ in summary.unreadable}
+  missing = [i.name for i in items if i.name not in bad and not os.path.exists(os.path.join(out, i.out))]
+  if missing:
+    raise OSError(f"{len(missing)} images have no output in {out}, e.g. {missing[0]}")
+  _write_manifest(out, summary, settings)
+
+
+def _write_unreadable(out: str, summary: Summary) -> None:
   unreadable_path = os.path.join(out, UNREADABLE)
   if summary.unreadable:
     with open(unreadable_path, "w") as f:
       f.writelines(f"{name}\t{reason}\n" for name, reason in summary.unreadable)
   elif os.path.exists(unreadable_path):
     os.remove(unreadable_path)  # Left by an earlier run whose images have since been fixed.
-  bad = {name for name, _ in summary.unreadable}
-  missing = [i.name for i in items if i.name not in bad and not os.path.exists(os.path.join(out, i.out))]
-  if missing:
-    raise OSError(f"{len(missing)} images have no output in {out}, e.g. {missing[0]}")
+
+
+def _write_manifest(out: str, summary: Summary, settings: dict) -> None:
   with open(os.path.join(out, MANIFEST), "w") as f:
     json.dump({**settings, "complete": True, "images": summary.images, "written": summary.written,
                "already_done": summary.already_done, "unreadable": len(summary.unreadable)},

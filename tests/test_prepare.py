@@ -105,3 +105,84 @@ def test_prepare_from_a_tfds_dataset(tmp_path):
       # JPEG of a 2x bilinear shrink of the same image: far closer to it than to another image.
       want = np.asarray(Image.fromarray(image).resize((16, 16), Image.BILINEAR), np.float64)
       assert np.abs(np.asarray(out, np.float64) - want).mean() < 20
+
+
+def test_array_record_copy_holds_what_the_folder_copy_holds(tmp_path, monkeypatch, capsys):
+  """The same images, labels, classes and counts as the image-folder output; shards resume whole;
+  a 1-channel source decodes grey; a missing split is one line naming its path."""
+  count = _folder(tmp_path / "src")
+  val = tmp_path / "src" / "val" / "dog"  # A validation split with one of the two classes.
+  val.mkdir(parents=True)
+  _jpeg(val / "v.jpg", 40, 50, 99)
+  folder, records = tmp_path / "folder", tmp_path / "records"
+  prepare.prepare(prepare.folder_items(str(tmp_path / "src")), str(folder), max_size=32,
+                  progress=False)
+  monkeypatch.setattr(prepare, "SHARD_SIZE", 3)  # train: 9 images in 3 shards.
+  items = prepare.folder_items(str(tmp_path / "src"))
+  writer_class = __import__("array_record.python.array_record_module",
+                            fromlist=["ArrayRecordWriter"]).ArrayRecordWriter
+  written = []
+
+  class Interrupted:  # As a kill during the second shard: its .partial file is left behind.
+    def __init__(self, path, options):
+      self.inner = writer_class(path, options)
+      written.append(path)
+
+    def write(self, record):
+      if len(written) == 2:
+        raise KeyboardInterrupt
+      self.inner.write(record)
+
+    def close(self):
+      self.inner.close()
+
+  import array_record.python.array_record_module as arm
+  monkeypatch.setattr(arm, "ArrayRecordWriter", Interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    prepare.prepare(items, str(records), max_size=32, progress=False, format="array_record")
+  monkeypatch.setattr(arm, "ArrayRecordWriter", writer_class)
+  assert len(list((records / "train").glob("*.array_record"))) == 1
+  assert list((records / "train").glob("*.partial"))
+  with pytest.raises(ValueError, match="prepared with .*'format': 'array_record'"):
+    prepare.prepare(items, str(records), max_size=32, progress=False)  # Folder output over it.
+  summary = prepare.prepare(items, str(records), max_size=32, progress=False, format="array_record")
+  assert (summary.images, summary.already_done, summary.written, len(summary.unreadable)) == (
+      count + 1, 3, count + 1 - 3 - 1, 1)
+  assert summary.unreadable[0][0].endswith("broken.jpg")
+  assert (records / prepare.UNREADABLE).read_text().startswith(str(tmp_path / "src" / "train"))
+
+  for split, class_names in (("train", None), ("val", ["cat", "dog"])):
+    theirs = input_pipeline.get_source("folder", split, data_dir=str(folder), class_names=class_names)
+    ours = input_pipeline.get_source("array_record", split, data_dir=str(records),
+                                     class_names=class_names)
+    assert (len(ours), ours.class_names) == (len(theirs), theirs.class_names)
+    pairs = sorted((theirs.undecoded(i)["data"], theirs.undecoded(i)["label"]) for i in range(len(theirs)))
+    assert sorted((ours.undecoded(i)["data"], ours.undecoded(i)["label"]) for i in range(len(ours))) == pairs
+    by_bytes = {theirs.undecoded(i)["data"]: theirs[i]["image"] for i in range(len(theirs))}
+    for i in range(len(ours)):  # Decoded as the folder source decodes them.
+      np.testing.assert_array_equal(ours[i]["image"], by_bytes[ours.undecoded(i)["data"]])
+  grey = input_pipeline.get_source("array_record", "train", data_dir=str(records),
+                                   image_shape=(8, 8, 1))
+  assert grey[0]["image"].ndim == 3 and grey[0]["image"].shape[-1] == 1
+
+  assert cli.main(["train", "--config", "digits", "--workdir", str(tmp_path / "run"),
+                   "--config.source=array_record", f"--config.data_dir={records}",
+                   "--config.train_split=nowhere"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and str(records / "nowhere") in err[0]
+
+
+def test_training_reads_an_array_record_copy(tmp_path, tiny_config):
+  """A short run on the prepared records, RGB and the fast JPEG path, as on an image folder."""
+  from resnet_jax import train_lib
+  _folder(tmp_path / "src")
+  records = tmp_path / "records"
+  prepare.prepare(prepare.folder_items(str(tmp_path / "src")), str(records), max_size=32,
+                  progress=False, format="array_record")
+  (records / "val").symlink_to(records / "train")  # Evaluate on the training images.
+  config = tiny_config(source="array_record", data_dir=str(records), train_split="train",
+                       eval_split="val", batch_size=8, num_train_steps=2, mean=(120.0,) * 3,
+                       std=(60.0,) * 3, image_size=16, augment="torchvision")
+  config.model_overrides.in_channels = 3
+  result = train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result["count"] == 8
