@@ -21,7 +21,8 @@ folder, then times, at each worker count N, one after the other:
 Each pipeline is warmed up (`--warmup` batches and `--warmup-seconds`) before its timed windows, so
 that batches its workers prefetched while starting are not timed as if made in the window.
 
-`--prepared S` adds resnet_jax on a copy made by `resnet-jax prepare --max-size S`, and `--sides`
+`--prepared S` adds resnet_jax on copies made by `resnet-jax prepare --max-size S` (an image folder
+and ArrayRecord shards), and `--sides`
 changes the photos' sizes (e.g. 600,1200 for larger originals, where reduced decoding applies).
 Its last line is `input pipeline: resnet_jax/torchvision = R.RRx at N workers` for the largest N.
 """
@@ -77,8 +78,10 @@ def write_photo_jpegs(root: str, count: int, classes: int = 10, seed: int = 0,
 # The pipelines, each an endless iterator of (batch, images in it).
 
 def resnet_jax_batches(root: str, *, batch: int, workers: int, augment: str = "torchvision",
-                       fast_decode: bool = True, processes: bool = False) -> Iterator[int]:
-  source = input_pipeline.ImageFolderSource(root)
+                       fast_decode: bool = True, processes: bool = False,
+                       records: bool = False) -> Iterator[int]:
+  """`root` is an image folder, or with `records` a folder of `prepare --format array_record` shards."""
+  source = (input_pipeline.ArrayRecordSource if records else input_pipeline.ImageFolderSource)(root)
   ds = input_pipeline.train_dataset(source, global_batch_size=batch, image_size=224, augment=augment,
                                     seed=0, fast_decode=fast_decode)
   it = input_pipeline.DeviceIterator(ds, put=lambda b: b, prefetch=2,
@@ -226,6 +229,8 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, prepared: 
   for size, copy in prepared.items():
     pipelines[f"resnet_jax torchvision (threads, fast decode), `prepare --max-size {size}` copy"] = (
         lambda copy=copy: resnet_jax_batches(copy, **kw))
+    pipelines[f"the same, `prepare --max-size {size} --format array_record` copy"] = (
+        lambda copy=copy: resnet_jax_batches(copy + "_records", records=True, **kw))
   pipelines[KERNELS] = lambda: file_batches(paths, decode=kernels_only(), **kw)
   for name, fn in decoders().items():
     pipelines[f"decode only: {name}"] = lambda fn=fn: file_batches(paths, decode=fn, **kw)
@@ -265,7 +270,8 @@ def main(argv=None) -> int:
     prepared = {}
     for size in (int(s) for s in args.prepared.split(",") if s):
       prepared[size] = os.path.join(tmp, f"prepared_{size}")
-      prepare.prepare(prepare.folder_items(root), prepared[size], max_size=size, progress=False)
+      for out, format in ((prepared[size], "folder"), (prepared[size] + "_records", "array_record")):
+        prepare.prepare(prepare.folder_items(root), out, max_size=size, progress=False, format=format)
     results = {n: measure(root, paths, workers=n, batch=args.batch, prepared=prepared,
                           windows=args.windows, batches=args.batches, warmup=args.warmup,
                           warmup_seconds=args.warmup_seconds, rounds=args.rounds)
