@@ -14,8 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model = "resnet20"
   config.model_overrides = ml_collections.ConfigDict({"in_channels": 1})
-  config.source = "digits"
-  config.train_split = "train"
+  config.source = "digits"  # Its splits: 'train' (the default's) and 'test'.
   config.eval_split = "test"
   config.image_size = 16
   config.augment = "none"
