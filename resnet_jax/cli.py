@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -198,9 +199,70 @@ def cmd_plot(args) -> int:
   return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# resnet-jax train: --config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...], which argparse's
+# subcommands cannot express (the overrides' keys are the config's), so `train` takes the rest of
+# the command line and `train_main` parses it.
+
+OVERRIDE = re.compile(r"--config\.([A-Za-z_][\w.]*)(?:=(.*))?$", re.S)
+
+
+def train_parser(prog: str) -> argparse.ArgumentParser:
+  """`resnet-jax train`'s options; the --config.KEY=VALUE overrides are read by `_parse_train`."""
+  from resnet_jax import configs
+  p = Parser(prog=prog, allow_abbrev=False,
+             description="train a recipe or a config file's get_config() into a workdir",
+             epilog="Any config key: --config.KEY=VALUE (keys and defaults: resnet_jax/configs/"
+                    f"default.py). Recipes: {', '.join(configs.recipes())}.")
+  p.add_argument("--config", required=True, help="a recipe name, or the path of a config file")
+  p.add_argument("--workdir", required=True,
+                 help="checkpoints, metrics and TensorBoard events; resumed if it holds a checkpoint")
+  return p
+
+
+def _parse_train(argv: Sequence[str], prog: str):
+  """(config with the overrides applied, workdir) from the command line."""
+  from resnet_jax import configs
+  parser = train_parser(prog)
+  args, rest = parser.parse_known_args(argv)
+  config = configs.load_config(args.config)
+  rest = list(rest)
+  while rest:
+    match = OVERRIDE.match(rest.pop(0))
+    if not match:
+      parser.error(f"unrecognized argument; expected --config.KEY=VALUE")
+    key, text = match.groups()
+    if text is None:  # --config.key value
+      if not rest:
+        parser.error(f"--config.{key} needs a value")
+      text = rest.pop(0)
+    configs.apply_override(config, key, text)
+  return config, args.workdir
+
+
+def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -> int:
+  """Trains as the command line says; prints the final evaluation on stdout, the progress on stderr.
+  Returns the exit status: user errors are one line on stderr and status 2. `resnet-jax train`,
+  `python -m resnet_jax.train` and a checkout's train.py all come here."""
+  from absl import logging as absl_logging
+  from resnet_jax import configs, logs, train_lib
+  from resnet_jax.metrics import describe_evaluation
+  argv = sys.argv[1:] if argv is None else argv
+  # Our own progress messages; Orbax's and JAX's INFO logs would bury them.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  try:
+    config, workdir = _parse_train(argv, prog)
+    with logs.to_stderr():
+      result = train_lib.train_and_evaluate(config, workdir)
+  except (configs.UsageError, *train_lib.USER_ERRORS) as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return 2
+  print(f"final: eval {describe_evaluation(result)}")
+  return 0
+
+
 def cmd_train(args) -> int:
-  from resnet_jax import train
-  return train.main(args.arguments)
+  return train_main(args.arguments)
 
 
 def cmd_evaluate(args) -> int:
@@ -352,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_export)
 
-  # resnet_jax/train.py parses its own options, --config.KEY=VALUE overrides included.
+  # train_main parses train's options, --config.KEY=VALUE overrides included.
   p = sub.add_parser("train", add_help=False, prefix_chars="\0",
                      help="train a recipe (e.g. digits) or a config file into a workdir")
   p.add_argument("arguments", nargs=argparse.REMAINDER,

@@ -195,11 +195,10 @@ def _subcommands() -> dict:
 
 
 def _option_parsers():
-  """(name, parser) of each subcommand; train's options live in train.py's parser."""
-  from resnet_jax import train
+  """(name, parser) of each subcommand; train's options live in cli.train_parser."""
   for name, parser in _subcommands().items():
     if name == "train":
-      parser = train.build_parser("resnet-jax train")
+      parser = cli.train_parser("resnet-jax train")
     yield name, parser
 
 
