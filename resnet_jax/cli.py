@@ -217,11 +217,13 @@ def train_parser(prog: str) -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="a recipe name, or the path of a config file")
   p.add_argument("--workdir", required=True,
                  help="checkpoints, metrics and TensorBoard events; resumed if it holds a checkpoint")
+  p.add_argument("--debug", action="store_true",
+                 help="show the traceback of an error instead of a one-line message")
   return p
 
 
 def _parse_train(argv: Sequence[str], prog: str):
-  """(config with the overrides applied, workdir) from the command line."""
+  """(config with the overrides applied, workdir, debug) from the command line."""
   from resnet_jax import configs
   parser = train_parser(prog)
   args, rest = parser.parse_known_args(argv)
@@ -237,7 +239,7 @@ def _parse_train(argv: Sequence[str], prog: str):
         parser.error(f"--config.{key} needs a value")
       text = rest.pop(0)
     configs.apply_override(config, key, text)
-  return config, args.workdir
+  return config, args.workdir, args.debug
 
 
 def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -> int:
@@ -251,10 +253,18 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax tra
   # Our own progress messages; Orbax's and JAX's INFO logs would bury them.
   absl_logging.set_verbosity(absl_logging.WARNING)
   try:
-    config, workdir = _parse_train(argv, prog)
+    config, workdir, debug = _parse_train(argv, prog)
+  except configs.UsageError as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return 2
+  try:
     with logs.to_stderr():
       result = train_lib.train_and_evaluate(config, workdir)
-  except (configs.UsageError, *train_lib.USER_ERRORS) as e:
+  # As `main`: what the user gave (config values, data, the workdir, the disk) is one line; the
+  # errors of this package name the key or file, those of Python the file.
+  except (*train_lib.USER_ERRORS, ImportError, OSError, ValueError) as e:
+    if debug:
+      raise
     print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
   print(f"final: eval {describe_evaluation(result)}")
@@ -262,7 +272,7 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax tra
 
 
 def cmd_train(args) -> int:
-  return train_main(args.arguments)
+  return train_main(args.arguments + ["--debug"] * args.debug)
 
 
 def cmd_evaluate(args) -> int:

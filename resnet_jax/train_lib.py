@@ -25,8 +25,16 @@ from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, in
 from resnet_jax import spec as spec_lib
 
 log = logging.getLogger(__name__)
-# Errors in what the user gave (config values, the workdir's state): train.py prints one line.
-USER_ERRORS = (config_checks.ConfigError, checkpoints.CheckpointError, workdir_lock.WorkdirBusyError)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the updated state became NaN or infinite: the recipe diverged."""
+
+
+# Errors in what the user gave (config values, the workdir's state) and a recipe that diverged:
+# train.py prints one line (with ValueError, OSError and ImportError in general).
+USER_ERRORS = (config_checks.ConfigError, checkpoints.CheckpointError, workdir_lock.WorkdirBusyError,
+               NonFiniteLossError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,10 +253,6 @@ def evaluate(evaluate_fn: Callable, state, batches, layout: sharding.Layout) -> 
   count = totals.pop("count")
   return {"loss": totals["loss"] / count, "top1": totals["top1"] / count,
           "top5": totals["top5"] / count, "count": int(count)}
-
-
-class NonFiniteLossError(FloatingPointError):
-  pass
 
 
 def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optional[int]) -> None:

@@ -93,6 +93,26 @@ def test_a_missing_config_file_or_recipe_is_one_line(tmp_path, capsys):
   assert not os.listdir(tmp_path)
 
 
+def test_missing_data_and_a_diverged_recipe_are_one_line(tmp_path, capsys):
+  """Errors that surface once training starts (the data's folder, NaN) are one line too, as
+  `resnet-jax`'s other commands print them; --debug shows the traceback."""
+  from resnet_jax import cli
+  missing = ["--config", "digits", "--workdir", str(tmp_path / "a"), "--config.source=folder",
+             f"--config.data_dir={tmp_path / 'nowhere'}"]
+  assert cli.train_main(missing, prog="train.py") == 2
+  err = capsys.readouterr().err
+  assert err.startswith("train.py: error: image folder ") and str(tmp_path / "nowhere") in err
+  assert err.count("\n") == 1, err
+  with pytest.raises(FileNotFoundError):
+    cli.train_main(missing + ["--debug"], prog="train.py")
+  diverging = ["--config", "digits", "--workdir", str(tmp_path / "b"), "--config.learning_rate=1e30",
+               "--config.num_train_steps=3", "--config.schedule_unit=steps", "--config.lr_boundaries=()",
+               "--config.log_every_steps=1", "--config.progress_bar=False"]
+  assert cli.train_main(diverging, prog="train.py") == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("train.py: error: the training loss or the updated parameters are not finite")
+
+
 # One value each rule must refuse; the issue's cases first (each once crashed deep inside training
 # or was silently accepted).
 BAD_VALUES = {
