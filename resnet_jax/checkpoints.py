@@ -15,6 +15,7 @@ save. A checkpoint of another model or state layout is refused, not called damag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -250,9 +251,10 @@ class TrainCheckpoints:
     meta = dict(metadata, step=int(step), fingerprint=state_fingerprint,
                 checkpoint_version=CHECKPOINT_VERSION)
     position = _SealedPosition.seal(step, state_fingerprint, data_position)
-    saved = self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
-        data=grain.checkpoint.CheckpointSave(position)))
+    with self._naming_write_errors():  # This step's, or an earlier asynchronous one's.
+      saved = self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+          data=grain.checkpoint.CheckpointSave(position)))
     if not saved:
       raise CheckpointError(f"the checkpoint of step {step} was not saved: {self.directory} already "
                             f"holds step {self._manager.latest_step()}")
@@ -378,8 +380,20 @@ class TrainCheckpoints:
     self._manager.reload()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      with self._naming_write_errors():
+        self._manager.wait_until_finished()
+    finally:
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _naming_write_errors(self):
+    """A failed write (a full disk, no permission) as one OSError naming this directory."""
+    try:
+      yield
+    except OSError as e:
+      raise OSError(e.errno, f"writing a checkpoint in {self.directory} failed "
+                             f"({e.strerror or e}); the earlier steps are intact") from e
 
 
 def _first_line(error: Exception, limit: int = 300) -> str:
