@@ -105,6 +105,13 @@ def test_prepare_from_a_tfds_dataset(tmp_path):
       # JPEG of a 2x bilinear shrink of the same image: far closer to it than to another image.
       want = np.asarray(Image.fromarray(image).resize((16, 16), Image.BILINEAR), np.float64)
       assert np.abs(np.asarray(out, np.float64) - want).mean() < 20
+  records = tmp_path / "records"
+  summary = prepare.prepare(items, str(records), max_size=16, progress=False, format="array_record")
+  assert (summary.images, summary.written) == (6, 6)
+  source = input_pipeline.get_source("array_record", "train", data_dir=str(records))
+  folder = input_pipeline.get_source("folder", "train", data_dir=str(tmp_path))
+  assert source.class_names == folder.class_names == sorted({str(label) for label in labels})
+  assert [source.class_names[source.undecoded(i)["label"]] for i in range(6)] == [str(l) for l in labels]
 
 
 def test_array_record_copy_holds_what_the_folder_copy_holds(tmp_path, monkeypatch, capsys):
