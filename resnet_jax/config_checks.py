@@ -194,13 +194,15 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _in_channels(config) -> int:
+def input_channels(config) -> int:
+  """The model's input channels: `model_overrides` holds only the ResNet fields a recipe changes, so
+  without `in_channels` there the model's own default applies."""
   return config.model_overrides.get("in_channels", models.ResNet.in_channels)
 
 
 def _per_channel(key: str) -> Callable:
   def check(config) -> Optional[tuple[str, str]]:
-    channels = _in_channels(config)
+    channels = input_channels(config)
     if len(config[key]) != channels:
       return key, f"one value per input channel ({channels}, model_overrides.in_channels)"
   return check

@@ -130,15 +130,9 @@ class Data:
   class_names: tuple = ()
 
 
-def input_channels(config: ml_collections.ConfigDict) -> int:
-  """The model's input channels: `model_overrides` holds only the ResNet fields a recipe changes, so
-  without `in_channels` there the model's own default applies."""
-  return config.model_overrides.get("in_channels", models.ResNet.in_channels)
-
-
 def create_data(config: ml_collections.ConfigDict) -> Data:
   """The train and eval sources; `config.num_classes` 0 takes the training source's count."""
-  image_shape = (config.image_size, config.image_size, input_channels(config))
+  image_shape = (config.image_size, config.image_size, config_checks.input_channels(config))
   kw = dict(dataset=config.dataset, data_dir=config.data_dir, image_shape=image_shape,
             num_classes=config.num_classes, synthetic_examples=config.synthetic_examples)
   train = input_pipeline.get_source(config.source, config.train_split, **kw)
@@ -158,7 +152,7 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
   overrides.pop("in_channels", None)  # A field of its own in the spec.
   crop, crop_fraction = eval_sizes(config)
   return spec_lib.ModelSpec(
-      arch=config.model, num_classes=data.num_classes, in_channels=input_channels(config),
+      arch=config.model, num_classes=data.num_classes, in_channels=config_checks.input_channels(config),
       model_overrides=overrides, image_size=crop, resize_size=int(round(crop / crop_fraction)),
       mean_255=tuple(config.mean), std_255=tuple(config.std), class_names=data.class_names,
       source={"kind": "training", "workdir": os.path.abspath(workdir)})
