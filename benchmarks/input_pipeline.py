@@ -7,8 +7,8 @@ side, quality 90: ImageNet's training images average about 400x350 at quality ~9
 folder, then times, at each worker count N, one after the other:
 
   resnet_jax   `train_dataset(augment='torchvision')` (random-resized crop to 224 + flip) through the
-               `DeviceIterator` train.py uses, N Grain threads; with `fast_decode` (JPEGs decoded at the
-               smallest DCT scale the crop allows), without it (full decode), 'paper' augmentation,
+               `DeviceIterator` train.py uses, N Grain threads; with `fast_decode` (the crop's blocks of
+               each JPEG decoded at the smallest DCT scale the crop allows), without it (full decode), 'paper' augmentation,
                and N worker processes instead of threads;
   torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
                RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
@@ -16,7 +16,8 @@ folder, then times, at each worker count N, one after the other:
   kernels      resnet_jax's per-image work alone on N threads (read, decode, crop-resize, flip): the
                ceiling of any pipeline built on these kernels, printed as a ratio to torchvision;
   decode only  each JPEG decoder on N threads (Pillow, Pillow's draft at 1/2, simplejpeg, OpenCV,
-               PyTurboJPEG when its system library is there): the floor under any pipeline.
+               libturbojpeg whole, and libturbojpeg decoding only the blocks around a training
+               crop, as `fast_decode` does): the floor under any pipeline.
 
 Each pipeline is warmed up (`--warmup` batches and `--warmup-seconds`) before its timed windows, so
 that batches its workers prefetched while starting are not timed as if made in the window.
@@ -112,20 +113,30 @@ def torchvision_batches(root: str, *, batch: int, workers: int, normalize: bool)
     yield batch
 
 
-def _turbojpeg_decoder() -> Callable[[bytes], np.ndarray]:
-  from turbojpeg import TJPF_RGB, TurboJPEG
-  tj = TurboJPEG()  # Raises without the system's libturbojpeg.
-  return lambda data: tj.decode(data, pixel_format=TJPF_RGB)
+def _region_decoder() -> Callable[[bytes], np.ndarray]:
+  """libturbojpeg decoding only the blocks around a random-resized crop's box (drawn as training
+  draws it), at the DCT scale training would use: the decode that `fast_decode` runs."""
+  local = threading.local()
+
+  def one(data: bytes) -> np.ndarray:
+    if not hasattr(local, "rng"):
+      local.rng = np.random.default_rng(threading.get_ident())
+    top, left, ch, cw = input_pipeline.random_resized_crop_box(*jpeg.header_size(data), local.rng)
+    k = jpeg.dct_scale(ch, cw, 224, 224)
+    y0, x0 = top // k, left // k
+    return jpeg.region_image(data, k, y0, x0, -(-(top + ch) // k) - y0, -(-(left + cw) // k) - x0)
+
+  return one
 
 
 def decoders() -> dict[str, Callable[[bytes], np.ndarray]]:
   """Decode-only functions by name, those that run here."""
   out = {name: (lambda data, n=name: jpeg.decode(data, 1, n)) for name in jpeg.available_decoders()}
   out["pillow 1/2 (draft)"] = lambda data: jpeg.decode(data, 2, "pillow")
-  try:
-    out["pyturbojpeg"] = _turbojpeg_decoder()
-  except Exception as e:  # ImportError, or RuntimeError/OSError for the missing system library.
-    print(f"pyturbojpeg left out: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
+  if jpeg.turbojpeg() is None:
+    print(f"turbojpeg left out: {jpeg.turbojpeg_error()}")
+  else:
+    out["turbojpeg, the crop's blocks only"] = _region_decoder()
   return out
 
 

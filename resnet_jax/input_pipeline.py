@@ -330,29 +330,35 @@ EVAL_PROTOCOLS["ten_crop"] = ten_crop
 
 # ----------------------------------------------------------------------------------------------
 # The same augmentations from undecoded JPEGs: the random draws happen first, in the same order and
-# from the image's size alone, then the file is decoded at the smallest DCT scale the crop allows
-# (`jpeg.dct_scale`: never fewer pixels across the crop than the output has). At scale 1 the
-# 'torchvision' output is the exact path's, byte for byte; tests/test_input_pipeline.py measures
-# how close the scaled decodes come.
+# from the image's size alone, then only the blocks around the crop are decoded (`jpeg.region_image`)
+# at the smallest DCT scale the crop allows (`jpeg.dct_scale`: never fewer pixels across the crop
+# than the output has). At scale 1 the 'torchvision' output is the exact path's, byte for byte;
+# tests/test_input_pipeline.py measures how close the scaled decodes come.
 
-def _resize_box(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
-  """PIL's bilinear (antialiased) resize of the fractional box (left, top, right, bottom) of `image`."""
-  h, w = image.shape[:2]
-  box = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], w), min(box[3], h))  # float round-off
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=box))
+def _covering_resize(data: bytes, k: int, shape: tuple[int, int], box: Sequence[float], size: int,
+                     reach: float) -> Image.Image:
+  """PIL's bilinear (antialiased) resize to size x size of the fractional box (left, top, right,
+  bottom) of the JPEG decoded at 1/k, decoding only the pixels within `reach` of the box (the
+  filter's support) and the one beyond that rounding can touch."""
+  sh, sw = -(-shape[0] // k), -(-shape[1] // k)  # The 1/k image's size (TJSCALED).
+  x0, y0 = max(int(math.floor(box[0] - reach)) - 1, 0), max(int(math.floor(box[1] - reach)) - 1, 0)
+  x1, y1 = min(math.ceil(box[2] + reach) + 1, sw), min(math.ceil(box[3] + reach) + 1, sh)
+  image = jpeg.region_image(data, k, y0, x0, y1 - y0, x1 - x0)
+  # Clipped for float round-off at the image's edges; resizing reads nothing outside the box's reach.
+  box = (max(box[0] - x0, 0.0), max(box[1] - y0, 0.0), min(box[2], sw) - x0, min(box[3], sh) - y0)
+  return image.resize((size, size), Image.BILINEAR, box=box)
 
 
 def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
   """A flipped `random_resized_crop` of a JPEG's bytes, decoded at 1/k where the crop allows."""
   top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
   k = jpeg.dct_scale(ch, cw, size, size)
-  image = jpeg.decode(data, k)
   # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
   # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
   # is read. At k = 1 that is the crop itself, resized as `image_ops.resize` does.
   y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
   iy0, ix0 = int(y0), int(x0)
-  covering = Image.fromarray(image[iy0:math.ceil(y1), ix0:math.ceil(x1)])
+  covering = jpeg.region_image(data, k, iy0, ix0, math.ceil(y1) - iy0, math.ceil(x1) - ix0)
   box = None if k == 1 else (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)
   out = covering.resize((size, size), Image.BILINEAR, box=box)
   # image_ops.random_hflip's draw; flipped here so the batch is stacked from contiguous arrays.
@@ -363,7 +369,7 @@ def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -
 
 def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
   """`paper_augment` of a JPEG's bytes: the random crop of the rescaled image is resized straight
-  from the (DCT-reduced) decode, so the whole image is never rescaled."""
+  from the (DCT-reduced) decode of the blocks around it, so the whole image is never rescaled."""
   h, w = jpeg.header_size(data)
   lo, hi = _paper_short_side(size)
   short = int(rng.integers(lo, hi + 1))
@@ -371,13 +377,14 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.n
   top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
   sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
   k = jpeg.dct_scale(size * sy, size * sx, size, size)
-  image = jpeg.decode(data, k)
   if (new_h, new_w) == (h, w):
-    out = image[top:top + size, left:left + size]
+    out = np.asarray(jpeg.region_image(data, 1, top, left, size, size))
   else:
     # Output pixel j samples the rescaled image's pixel left + j, as resizing all and cropping does.
     box = (left * sx / k, top * sy / k, (left + size) * sx / k, (top + size) * sy / k)
-    out = _resize_box(image, box, size)
+    # PIL's bilinear filter reaches 1 input pixel per output pixel, scaled up when downsampling.
+    reach = max(1.0, (box[2] - box[0]) / size, (box[3] - box[1]) / size)
+    out = np.asarray(_covering_resize(data, k, (h, w), box, size, reach))
   out = image_ops.random_hflip(out, rng)
   return protocols.lighting(out, rng, 0.1, 255.0)
 

@@ -297,6 +297,133 @@ def test_fast_decode_is_close_to_the_exact_path_on_photos(augment):
     assert 10 * np.log10(255 ** 2 / np.mean(errors[False])) > 50
 
 
+def _needs_libturbojpeg():
+  from resnet_jax import jpeg
+  if jpeg.turbojpeg() is None:
+    pytest.skip(f"region decoding needs libturbojpeg 3 (the turbojpeg wheel): {jpeg.turbojpeg_error()}")
+  return jpeg.turbojpeg()
+
+
+def _tj_compress(pixels, subsampling, **params) -> bytes:
+  """A JPEG written by libturbojpeg itself, for what Pillow cannot write (4:4:0, 4:1:1, 4:4:1,
+  restart markers, arithmetic coding). `params`: TJPARAM names (turbojpeg.h) -> values."""
+  import ctypes
+  lib = ctypes.CDLL(_needs_libturbojpeg().path)
+  numbers = {"QUALITY": 3, "SUBSAMP": 4, "PROGRESSIVE": 12, "ARITHMETIC": 14, "RESTARTROWS": 19}
+  lib.tj3Init.restype, lib.tj3Init.argtypes = ctypes.c_void_p, [ctypes.c_int]
+  lib.tj3Set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+  lib.tj3Compress8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 4 + [
+      ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+  lib.tj3Free.argtypes, lib.tj3Destroy.argtypes = [ctypes.c_void_p], [ctypes.c_void_p]
+  handle = lib.tj3Init(0)  # TJINIT_COMPRESS
+  try:
+    for name, value in {"QUALITY": 90, "SUBSAMP": subsampling, **params}.items():
+      assert lib.tj3Set(handle, numbers[name], value) == 0, name
+    pixels = np.ascontiguousarray(pixels)
+    out, size = ctypes.c_void_p(), ctypes.c_size_t()
+    assert lib.tj3Compress8(handle, pixels.ctypes.data, pixels.shape[1], 0, pixels.shape[0], 0,
+                            ctypes.byref(out), ctypes.byref(size)) == 0
+    data = ctypes.string_at(out, size.value)
+    lib.tj3Free(out)
+    return data
+  finally:
+    lib.tj3Destroy(handle)
+
+
+def _jpeg_variants():
+  """The same 251 x 333 photo (odd sides: partial iMCUs on both edges) in every kind of JPEG the
+  region decoder meets: each chroma subsampling and its iMCU, grayscale, progressive, restart
+  markers, arithmetic coding."""
+  from skimage import data
+  photo = np.ascontiguousarray(data.astronaut()[40:291, 60:393])
+  out = {}
+  for name, subsampling in (("4:4:4", 0), ("4:2:2", 1), ("4:2:0", 2)):
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=90, subsampling=subsampling)
+    out[name] = buffer.getvalue()
+  buffer = io.BytesIO()
+  Image.fromarray(photo).convert("L").save(buffer, "JPEG", quality=90)
+  out["gray"] = buffer.getvalue()
+  buffer = io.BytesIO()
+  Image.fromarray(photo).save(buffer, "JPEG", quality=90, progressive=True)
+  out["progressive 4:2:0"] = buffer.getvalue()
+  for name, subsampling in (("4:4:0", 4), ("4:1:1", 5), ("4:4:1", 6)):
+    out[name] = _tj_compress(photo, subsampling)
+  out["restart every 2 rows, 4:2:0"] = _tj_compress(photo, 2, RESTARTROWS=2)
+  out["arithmetic, progressive 4:2:2"] = _tj_compress(photo, 1, ARITHMETIC=1, PROGRESSIVE=1)
+  return out
+
+
+def test_region_decoding_gives_the_whole_decodes_pixels():
+  """Every box of every kind of JPEG at every DCT scale: the region decoder's pixels inside the box
+  are the whole decode's (libturbojpeg's and Pillow's), byte for byte, edges and corners included."""
+  from resnet_jax import jpeg
+  decoder = _needs_libturbojpeg()
+  rng = np.random.default_rng(0)
+  for name, data in _jpeg_variants().items():
+    for k in (1, 2, 4, 8):
+      whole = decoder.decode(data, k)[0]
+      np.testing.assert_array_equal(whole, np.asarray(jpeg.decode(data, k, "pillow")),
+                                    err_msg=f"{name} at 1/{k}: libturbojpeg vs Pillow")
+      h, w = whole.shape[:2]
+      boxes = [(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (h // 2, 0, h - h // 2, w)]
+      for _ in range(25):
+        top, left = rng.integers(0, h), rng.integers(0, w)
+        boxes.append((top, left, rng.integers(1, h - top + 1), rng.integers(1, w - left + 1)))
+      for top, left, bh, bw in (tuple(int(v) for v in box) for box in boxes):
+        got = np.asarray(jpeg.region_image(data, k, top, left, bh, bw))
+        np.testing.assert_array_equal(got, whole[top:top + bh, left:left + bw],
+                                      err_msg=f"{name} at 1/{k}, box {(top, left, bh, bw)}")
+      # The decoder reads less than the whole image where the box allows it.
+      pixels, _, _ = decoder.decode(data, k, (h // 2, w // 2, 1, 1))
+      assert pixels.size < whole.size, name
+
+
+@pytest.mark.parametrize("augment", ["torchvision", "paper"])
+def test_fast_augmentations_are_the_same_with_region_or_whole_decoding(augment, monkeypatch):
+  """Decoding the crop's blocks alone changes no output pixel: 360 draws over six photos, at 224 px
+  (mostly full-scale decodes) and 64 px (mostly reduced ones), against decoding whole images."""
+  from resnet_jax import jpeg
+  _needs_libturbojpeg()
+  fast = ip.FAST_AUGMENTATIONS[augment]
+  photos = _photo_jpegs()
+  cases = [(name, size, seed) for name in photos for size in (224, 64) for seed in range(30)]
+  region = [fast(photos[name], np.random.default_rng(seed), size) for name, size, seed in cases]
+  monkeypatch.setattr(jpeg, "turbojpeg", lambda: None)  # region_image then decodes whole images.
+  for (name, size, seed), got in zip(cases, region):
+    np.testing.assert_array_equal(got, fast(photos[name], np.random.default_rng(seed), size),
+                                  err_msg=f"{name}, {size} px, seed {seed}")
+
+
+def test_region_decoding_on_many_threads_and_refusing_what_it_cannot_read():
+  """One decompressor per thread: 8 threads decoding boxes of every kind of JPEG at once give the
+  one-thread pixels. A CMYK file, one cut short (mid-scan, or only its end-of-image marker) and a
+  box outside the image are each a ValueError, which sends the example to the source's decoding."""
+  import concurrent.futures
+  from resnet_jax import jpeg
+  decoder = _needs_libturbojpeg()
+  variants = list(_jpeg_variants().values())
+  jobs = [(data, k, (7 * i % 20, 11 * i % 30, 17, 23)) for i, data in enumerate(variants * 4)
+          for k in (1, 2)]
+  want = [decoder.decode(data, k, box) for data, k, box in jobs]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for _ in range(3):
+      for (pixels, y, x), (want_pixels, want_y, want_x) in zip(
+          pool.map(lambda job: decoder.decode(*job), jobs), want):
+        assert (y, x) == (want_y, want_x)
+        np.testing.assert_array_equal(pixels, want_pixels)
+  data = variants[0]
+  buffer = io.BytesIO()
+  Image.new("CMYK", (40, 30), (0, 50, 100, 20)).save(buffer, "JPEG")
+  cut_short = {"CMYK": buffer.getvalue(), "truncated": data[:len(data) // 2],
+               "without EOI": data[:-2]}
+  for name, bad in cut_short.items():
+    with pytest.raises(ValueError, match="libturbojpeg"):
+      jpeg.region_image(bad, 1, 0, 0, 8, 8)  # A box whose blocks come before the damage.
+  with pytest.raises(ValueError, match="not inside"):
+    jpeg.region_image(data, 2, 100, 0, 40, 10)  # 251 rows at 1/2 are 126.
+
+
 def _reduced(augment, shape, seed, size) -> bool:
   """Whether the fast path decodes the example of `seed` below full size."""
   from resnet_jax import jpeg
@@ -360,14 +487,15 @@ def test_worker_processes_resume_exactly():
 
 
 def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, monkeypatch):
-  """A JPEG over Pillow's pixel limit, or one whose data is damaged, goes to the source's decoding
-  (and its error), never through the fast path's decoder."""
+  """A JPEG over Pillow's pixel limit, one whose data is damaged, or a CMYK one goes to the source's
+  decoding (and its error), never through the fast path's decoder."""
   from resnet_jax import jpeg
   (tmp_path / "c").mkdir()
   Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "c" / "big.jpg")
   Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(tmp_path / "c" / "cut.jpg")
   cut = (tmp_path / "c" / "cut.jpg").read_bytes()
   (tmp_path / "c" / "cut.jpg").write_bytes(cut[:len(cut) // 2])  # The header, half the data.
+  Image.new("CMYK", (20, 20), (0, 50, 100, 20)).save(tmp_path / "c" / "cmyk.jpg")
   (tmp_path / "d").mkdir()  # A folder needs 2 classes; this one holds no image.
   source = ip.ImageFolderSource(str(tmp_path))
   calls = []
@@ -377,9 +505,9 @@ def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, 
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 50 = 2000 > 2 x 500
   with pytest.raises(ValueError, match="over Pillow's limit"):
     jpeg.header_size((tmp_path / "c" / "big.jpg").read_bytes())
-  ds = ip.train_dataset(source, global_batch_size=2, image_size=8, augment="torchvision", seed=0,
+  ds = ip.train_dataset(source, global_batch_size=3, image_size=8, augment="torchvision", seed=0,
                         fast_decode=True)
-  assert ds[0]["image"].shape == (2, 8, 8, 3) and sorted(calls) == [0, 1]
+  assert ds[0]["image"].shape == (3, 8, 8, 3) and sorted(calls) == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------------------------
