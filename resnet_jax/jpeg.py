@@ -219,19 +219,17 @@ class TurboJPEG:
 
 _TURBOJPEG: Optional[TurboJPEG] = None
 _TURBOJPEG_ERROR = ""
-_TURBOJPEG_LOCK = threading.Lock()
 
 
 def turbojpeg() -> Optional[TurboJPEG]:
-  """The process's libturbojpeg binding, or None where there is none (`turbojpeg_error` says why)."""
+  """The process's libturbojpeg binding, or None where there is none (`turbojpeg_error` says why).
+  Made when this module is imported (`available_decoders`), before any input thread or process."""
   global _TURBOJPEG, _TURBOJPEG_ERROR
   if _TURBOJPEG is None and not _TURBOJPEG_ERROR:
-    with _TURBOJPEG_LOCK:
-      if _TURBOJPEG is None and not _TURBOJPEG_ERROR:
-        try:
-          _TURBOJPEG = TurboJPEG()
-        except OSError as e:
-          _TURBOJPEG_ERROR = str(e)
+    try:
+      _TURBOJPEG = TurboJPEG()
+    except OSError as e:
+      _TURBOJPEG_ERROR = str(e)
   return _TURBOJPEG
 
 
