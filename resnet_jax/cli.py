@@ -200,79 +200,86 @@ def cmd_plot(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# resnet-jax train: --config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...], which argparse's
-# subcommands cannot express (the overrides' keys are the config's), so `train` takes the rest of
-# the command line and `train_main` parses it.
+# resnet-jax train: --config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...]. The overrides' keys
+# are the config's, which no parser declares: they are what argparse leaves unrecognised.
 
 OVERRIDE = re.compile(r"--config\.([A-Za-z_][\w.]*)(?:=(.*))?$", re.S)
+_TRAIN_HELP = dict(description="train a recipe or a config file's get_config() into a workdir",
+                   epilog="Any config key: --config.KEY=VALUE (keys and defaults: "
+                          "resnet_jax/configs/default.py).")
 
 
-def train_parser(prog: str) -> argparse.ArgumentParser:
-  """`resnet-jax train`'s options; the --config.KEY=VALUE overrides are read by `_parse_train`."""
+def _train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
   from resnet_jax import configs
-  p = Parser(prog=prog, allow_abbrev=False,
-             description="train a recipe or a config file's get_config() into a workdir",
-             epilog="Any config key: --config.KEY=VALUE (keys and defaults: resnet_jax/configs/"
-                    f"default.py). Recipes: {', '.join(configs.recipes())}.")
+  p.epilog = f"{p.epilog} Recipes: {', '.join(configs.recipes())}."
   p.add_argument("--config", required=True, help="a recipe name, or the path of a config file")
   p.add_argument("--workdir", required=True,
                  help="checkpoints, metrics and TensorBoard events; resumed if it holds a checkpoint")
-  p.add_argument("--debug", action="store_true",
+  # Its own dest: `resnet-jax --debug train ...` sets the top-level one.
+  p.add_argument("--debug", dest="train_debug", action="store_true",
                  help="show the traceback of an error instead of a one-line message")
   return p
 
 
-def _parse_train(argv: Sequence[str], prog: str):
-  """(config with the overrides applied, workdir, debug) from the command line."""
+def train_parser(prog: str) -> argparse.ArgumentParser:
+  """train.py's and `python -m resnet_jax.train`'s parser, the options of `resnet-jax train`."""
+  return _train_options(Parser(prog=prog, allow_abbrev=False, **_TRAIN_HELP))
+
+
+def _train_config(parser: argparse.ArgumentParser, config_name: str, overrides: Sequence[str]):
+  """The config of --config with the --config.KEY=VALUE overrides applied, in order."""
   from resnet_jax import configs
-  parser = train_parser(prog)
-  args, rest = parser.parse_known_args(argv)
-  config = configs.load_config(args.config)
-  rest = list(rest)
+  config = configs.load_config(config_name)
+  rest = list(overrides)
   while rest:
     match = OVERRIDE.match(rest.pop(0))
     if not match:
-      parser.error(f"unrecognized argument; expected --config.KEY=VALUE")
+      parser.error("unrecognized argument; expected --config.KEY=VALUE")
     key, text = match.groups()
     if text is None:  # --config.key value
       if not rest:
         parser.error(f"--config.{key} needs a value")
       text = rest.pop(0)
     configs.apply_override(config, key, text)
-  return config, args.workdir, args.debug
+  return config
 
 
-def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -> int:
-  """Trains as the command line says; prints the final evaluation on stdout, the progress on stderr.
-  Returns the exit status: user errors are one line on stderr and status 2. `resnet-jax train`,
-  `python -m resnet_jax.train` and a checkout's train.py all come here."""
+def _train(parser: argparse.ArgumentParser, args, overrides: Sequence[str], debug: bool) -> int:
+  """Trains as parsed; prints the final evaluation on stdout, the progress on stderr. Returns the
+  exit status: user errors are one line on stderr and status 2."""
   from absl import logging as absl_logging
   from resnet_jax import configs, logs, train_lib
   from resnet_jax.metrics import describe_evaluation
-  argv = sys.argv[1:] if argv is None else argv
   # Our own progress messages; Orbax's and JAX's INFO logs would bury them.
   absl_logging.set_verbosity(absl_logging.WARNING)
   try:
-    config, workdir, debug = _parse_train(argv, prog)
+    config = _train_config(parser, args.config, overrides)
   except configs.UsageError as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
+    print(f"{parser.prog}: error: {e}", file=sys.stderr)
     return 2
   try:
     with logs.to_stderr():
-      result = train_lib.train_and_evaluate(config, workdir)
+      result = train_lib.train_and_evaluate(config, args.workdir)
   # As `main`: what the user gave (config values, data, the workdir, the disk) is one line; the
   # errors of this package name the key or file, those of Python the file.
   except (*train_lib.USER_ERRORS, ImportError, OSError, ValueError) as e:
     if debug:
       raise
-    print(f"{prog}: error: {e}", file=sys.stderr)
+    print(f"{parser.prog}: error: {e}", file=sys.stderr)
     return 2
   print(f"final: eval {describe_evaluation(result)}")
   return 0
 
 
+def train_main(argv: Optional[Sequence[str]] = None, prog: str = "resnet-jax train") -> int:
+  """train.py and `python -m resnet_jax.train`: `resnet-jax train` with its own program name."""
+  parser = train_parser(prog)
+  args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  return _train(parser, args, overrides, args.train_debug)
+
+
 def cmd_train(args) -> int:
-  return train_main(args.arguments + ["--debug"] * args.debug)
+  return _train(args.train_parser, args, args.overrides, args.debug or args.train_debug)
 
 
 def cmd_evaluate(args) -> int:
@@ -424,12 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_export)
 
-  # train_main parses train's options, --config.KEY=VALUE overrides included.
-  p = sub.add_parser("train", add_help=False, prefix_chars="\0",
-                     help="train a recipe (e.g. digits) or a config file into a workdir")
-  p.add_argument("arguments", nargs=argparse.REMAINDER,
-                 help="--config RECIPE|FILE --workdir DIR [--config.KEY=VALUE ...]")
-  p.set_defaults(run=cmd_train)
+  p = _train_options(sub.add_parser(
+      "train", allow_abbrev=False, help="train a recipe (e.g. digits) or a config file into a workdir",
+      **_TRAIN_HELP))
+  p.set_defaults(run=cmd_train, train_parser=p)
 
   _evaluate_parser(sub)
 
@@ -445,7 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   from resnet_jax import logs
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  # Left unrecognised: train's --config.KEY=VALUE overrides, an error for any other command.
+  args, args.overrides = parser.parse_known_args(argv)
+  if args.overrides and args.command != "train":
+    parser.error(f"unrecognized arguments: {' '.join(args.overrides)}")
   try:
     with logs.to_stderr():  # the package's one format, as train.py prints it
       return args.run(args)
