@@ -125,6 +125,13 @@ def _libturbojpeg_path() -> Optional[str]:
   return ctypes.util.find_library("turbojpeg")
 
 
+def _check_box(box: tuple[int, int, int, int], height: int, width: int, k: int) -> None:
+  top, left, bh, bw = box
+  if not (0 <= top and 0 <= left and bh > 0 and bw > 0 and top + bh <= height and left + bw <= width):
+    raise ValueError(f"box {tuple(box)} (top, left, height, width) is not inside the {width}x{height} "
+                     f"image decoded at 1/{k}")
+
+
 class _Handle:
   """One tj3 decompressor; a handle is not thread-safe, so each thread has its own."""
 
@@ -199,9 +206,7 @@ class TurboJPEG:
     y0, x0, y1, x1 = 0, 0, sh, sw
     if box is not None:
       top, left, bh, bw = box
-      if not (0 <= top and 0 <= left and bh > 0 and bw > 0 and top + bh <= sh and left + bw <= sw):
-        raise ValueError(f"box {tuple(box)} (top, left, height, width) is not inside the "
-                         f"{sw}x{sh} image that 1/{k} of {width}x{height} gives")
+      _check_box(box, sh, sw, k)
       # A file that does not end in EOI may be cut short below the box: decoded whole, the
       # decoder reaches the cut and says so, as a whole decode would.
       if subsampling in _IMCU and data.endswith(_EOI):
@@ -285,10 +290,7 @@ def region_image(data: bytes, k: int, top: int, left: int, height: int, width: i
   decoder = turbojpeg()
   if decoder is None:
     pixels, y, x = decode(data, k), 0, 0
-    if not (0 <= top and 0 <= left and top + height <= pixels.shape[0]
-            and left + width <= pixels.shape[1]):
-      raise ValueError(f"box {(top, left, height, width)} is not inside the "
-                       f"{pixels.shape[1]}x{pixels.shape[0]} image decoded at 1/{k}")
+    _check_box((top, left, height, width), *pixels.shape[:2], k)
   else:
     pixels, y, x = decoder.decode(data, k, (top, left, height, width))
   # The box's rows straight from the decoded buffer, with its row stride: no intermediate copy.
