@@ -46,11 +46,12 @@ class Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str]):
+def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str],
+                              ema: bool = False):
   """(state_dict as numpy, arch, transform, path) for a weights name, path or URL."""
   from resnet_jax import convert, hub
   path, transform = hub.resolve(arch, weights, cache)
-  state = convert.state_dict_of(path)
+  state = convert.state_dict_of(path, ema)
   if arch is None:
     inferred = convert.infer_arch(state)
     print(f"inferred architecture: {inferred}", file=sys.stderr)
@@ -61,7 +62,8 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
 def _converted(args):
   """(variables, ModelSpec) of the weights named by `args` (--arch, --weights, --cache)."""
   from resnet_jax import hub
-  return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite)
+  return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite,
+                          ema=args.ema)
 
 
 def cmd_convert(args) -> int:
@@ -89,17 +91,41 @@ def _torchvision_for_verify(args):
       raise _Error("--weights random needs --arch")
     return (verify.torchvision_model(args.arch, seed=args.seed), args.arch,
             transforms.ImageClassification())
-  import torch
-  state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache)
+  if os.path.isdir(args.weights):
+    return _torchvision_of_directory(args)
+  state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache,
+                                                        args.ema)
   # Checked before torch's load_state_dict, which would cast integer tensors to float silently.
   convert.check_values(state, [k for k in state if not k.endswith("num_batches_tracked")],
                        args.allow_nonfinite)
+  return _torchvision_holding(arch, state), arch, transform
+
+
+def _torchvision_of_directory(args):
+  """`_torchvision_for_verify` of a directory written by `convert --out` or training: its variables
+  go back into torchvision's model, which the converted model must then follow."""
+  from resnet_jax import checkpoints, convert
+  variables, spec = checkpoints.load_variables(args.weights, ema=args.ema)
+  if args.arch is not None and args.arch != spec.arch:
+    raise _Error(f"{args.weights} holds a {spec.arch}, not a {args.arch}")
+  if spec.arch not in convert.TORCHVISION_ARCHS or spec.in_channels != 3 or spec.model_overrides:
+    raise _Error(f"{args.weights} holds a {spec.arch} with {spec.in_channels} input channel(s) and "
+                 f"options {spec.model_overrides}, which torchvision has no model for; verify "
+                 "compares with torchvision's")
+  state = convert.to_torchvision(variables, spec.arch, as_numpy=True, model=spec.build())
+  return _torchvision_holding(spec.arch, state), spec.arch, spec.transform()
+
+
+def _torchvision_holding(arch: str, state: dict):
+  """torchvision's `arch` with the numpy `state` loaded (strict), headless without an `fc`."""
+  import torch
+  from resnet_jax import convert
   num_classes = convert.state_dict_classes(state)
   model = verify.torchvision_model(arch, num_classes=num_classes or 1000)
   if num_classes is None:
     model.fc = torch.nn.Identity()
   model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-  return model, arch, transform
+  return model
 
 
 def cmd_verify(args) -> int:
@@ -137,8 +163,6 @@ def _model_for_predict(args):
     if args.arch is not None and args.arch != spec.arch:
       raise _Error(f"{args.weights} holds a {spec.arch}, not a {args.arch}")
   else:
-    if args.ema:
-      raise _Error("--ema needs a training workdir as --weights (its EMA weights)")
     variables, spec = _converted(args)
   if not spec.num_classes:
     raise _Error(f"{args.weights} has no classifier (fc): nothing to predict")
@@ -169,24 +193,17 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
   from resnet_jax import checkpoints, convert
-  if os.path.exists(args.out):
-    raise _Error(f"{args.out} exists; choose a new file")
+  convert.check_export_path(args.out)  # before reading the checkpoint
   variables, spec = checkpoints.load_variables(args.checkpoint, ema=args.ema)
   if args.arch is not None and args.arch != spec.arch:
     raise _Error(f"{args.checkpoint} holds a {spec.arch}, not a {args.arch}")
   if spec.arch not in convert.TORCHVISION_ARCHS or spec.in_channels != 3 or spec.model_overrides:
     print(f"note: torchvision has no {spec.arch} with these options; the file uses torchvision's key "
           "names all the same", file=sys.stderr)
-  safetensors = args.out.endswith(".safetensors")
   # Checked against the model the spec describes (1 input channel, other stage sizes...).
-  state = convert.to_torchvision(variables, spec.arch, as_numpy=safetensors, model=spec.build())
-  if safetensors:
-    from safetensors.numpy import save_file
-    save_file(state, args.out, metadata={"arch": spec.arch,
-                                         convert.SPEC_METADATA_KEY: json.dumps(spec.to_json())})
-  else:
-    import torch
-    torch.save(state, args.out)
+  state = convert.to_torchvision(variables, spec.arch, as_numpy=True, model=spec.build())
+  # The spec goes along, so that `convert`/`predict --weights FILE` rebuild this model and its input.
+  convert.save_state_dict(state, args.out, spec)
   print(f"wrote the {spec.arch} state_dict ({len(state)} tensors) to {args.out}")
   return 0
 
@@ -374,6 +391,10 @@ def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
                                  "~/.cache/resnet_jax)")
   p.add_argument("--allow-nonfinite", action="store_true",
                  help="convert weights holding NaN or infinity instead of refusing them")
+  p.add_argument("--ema", action="store_true",
+                 help="the EMA weights of a training checkpoint (torchvision's model_ema, timm's "
+                      "state_dict_ema) or of a training workdir (config.model_ema) (default: the "
+                      "plain weights)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the traceback of an error instead of a one-line message")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
-                         "a .pth/.safetensors file, or a URL")
+                         "a .pth/.safetensors file (a state_dict, or a torchvision/timm train.py "
+                         "checkpoint), or a URL")
 
   p = sub.add_parser("convert", help="torchvision weights -> Orbax checkpoint of Flax variables")
   _weights_arguments(p, torchvision_weights)
@@ -399,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(run=cmd_convert)
 
   p = sub.add_parser("verify", help="compare the converted model with torchvision's on the same inputs")
-  _weights_arguments(p, torchvision_weights + ", or 'random' (seeded random weights and BatchNorm)")
+  _weights_arguments(p, torchvision_weights + ", a directory written by convert or training, or "
+                        "'random' (seeded random weights and BatchNorm)")
   p.add_argument("--dtype", choices=sorted(verify.TOLERANCES), default="float32",
                  help="compute dtype of the Flax model")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"),
@@ -418,13 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", action="store_true",
                  help="print one JSON object per image (image, top: class, name, probability)")
   p.add_argument("images", nargs="+", help="image files")
-  p.add_argument("--ema", action="store_true",
-                 help="a training workdir's EMA weights (model_ema) (default: the raw weights)")
   p.set_defaults(run=cmd_predict)
 
   p = sub.add_parser("export", help="Orbax checkpoint -> torchvision state_dict (.pth or .safetensors)")
   p.add_argument("--checkpoint", required=True, help="checkpoint directory or training workdir")
-  p.add_argument("--out", required=True, help="model.pth (needs torch) or model.safetensors")
+  p.add_argument("--out", required=True, help="new file: model.pth/.pt (needs torch) or "
+                                               "model.safetensors; either keeps the model's spec")
   p.add_argument("--arch", help="override the architecture recorded in the checkpoint "
                                 "(default: the recorded one)")
   p.add_argument("--ema", action="store_true",

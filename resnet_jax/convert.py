@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import json
+import logging
 import os
+import re
 from typing import Any, Mapping, Optional
 
 import jax
@@ -35,11 +36,22 @@ _LEAVES = {
     ("batch_stats", "var"): "running_var",
 }
 _MODULES = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
-# Keys a training script wraps a state_dict in; 'module.' is what DataParallel/DDP prefix.
-_WRAPPERS = ("state_dict", "model_state_dict", "model")
-_PREFIX = "module."
-SPEC_METADATA_KEY = "resnet_jax.spec"  # where `export` keeps the ModelSpec in a .safetensors
+# Where training scripts keep the weights in a checkpoint: torchvision's reference train.py saves
+# {'model', 'model_ema'?, 'optimizer', 'lr_scheduler', 'epoch', 'args'}, timm's train.py
+# {'state_dict', 'state_dict_ema'?, 'optimizer', 'args', 'epoch', 'arch', 'version', 'metric'}.
+# The first key present wins.
+WEIGHTS_KEYS = ("model", "state_dict", "model_state_dict", "net")
+EMA_KEYS = ("model_ema", "state_dict_ema", "ema", "ema_state_dict", "model_ema_state_dict")
+# Key prefixes of wrapped modules: DataParallel/DDP and EMA wrappers ('module.'), torch.compile
+# ('_orig_mod.'); removed in any order and number while every key carries one.
+_PREFIXES = ("module.", "_orig_mod.")
+# torch.optim.swa_utils.AveragedModel's counter (torchvision's ExponentialMovingAverage): not a weight.
+_EMA_COUNTER = "n_averaged"
+# Where `export` keeps the ModelSpec: a .safetensors file's metadata, a .pth state_dict's `_metadata`.
+SPEC_METADATA_KEY = "resnet_jax.spec"
 _LISTED = 20  # keys shown per kind in an error before "... and N more"
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal codes in torch's messages
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # what torch's weights-only refusal names
 
 
 class ConversionError(ValueError):
@@ -148,15 +160,45 @@ def layout_of(model) -> dict[str, tuple[tuple, tuple]]:
 # ----------------------------------------------------------------------------------------------
 # Reading state_dicts.
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a `.safetensors` file (no torch needed) or a `.pth`/`.pt` file (weights only, no code).
+def _safe_globals() -> list:
+  """What `torch.load(weights_only=True)` may build besides tensors and plain containers: the
+  `argparse.Namespace` of hyper-parameters that torchvision's and timm's train.py save as 'args'.
+  A Namespace only receives attributes (its values are unpickled under the same rule); no code runs.
+  Optimizer, LR-scheduler and GradScaler states are plain dicts, lists and numbers already."""
+  import argparse
+  return [argparse.Namespace]
 
-  Raises:
-    FileNotFoundError: no such file.
-    CheckpointError: the file is truncated, not a checkpoint, or would need arbitrary code to unpickle.
-    ImportError: a `.pth` file without torch installed.
-  """
-  path = os.fspath(path)
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+  """The first line of an error's message, without terminal escape codes, at most `limit` chars."""
+  text = _ESCAPES.sub("", str(error))
+  line = next((l.strip() for l in text.splitlines() if l.strip()), type(error).__name__)
+  return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _refusal(path: str, torch, error: Exception) -> CheckpointError:
+  """One line for a pickle that names objects `weights_only` does not build: a whole model gets how
+  to save its state_dict; anything else the objects it names."""
+  try:
+    with torch.serialization.safe_globals(_safe_globals()):
+      names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+  except Exception:  # a legacy (non-zip) file: torch's message names the first global
+    names = _GLOBAL.findall(_ESCAPES.sub("", str(error)))[:1]
+  modules = [n for n in names if n.startswith("torch.nn.")]
+  if modules:  # torch.save(model): the model's class and its layers are pickled as code
+    model = next((n for n in names if not n.startswith("torch.")), modules[0])
+    return CheckpointError(
+        f"{path} holds a whole pickled model ({model}), which only running its code could read; "
+        "save its weights instead, with torch.save(model.state_dict(), PATH)")
+  shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+  return CheckpointError(
+      f"{path} holds pickled objects other than tensors and plain containers ({shown or 'unknown'}), "
+      "which resnet_jax does not unpickle (torch.load weights_only=True); save the state_dict alone, "
+      "e.g. torch.save(model.state_dict(), PATH)")
+
+
+def _read(path: str) -> Any:
+  """What the file holds: a safetensors dict of arrays, or the object torch.save pickled."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no checkpoint file at {path}")
   if path.endswith(".safetensors"):
@@ -165,7 +207,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       return load_file(path)
     except Exception as e:  # safetensors raises its own error types for bad headers and short files
       raise CheckpointError(f"{path} is not a readable .safetensors file (truncated or another "
-                            f"format?): {e}") from e
+                            f"format?): {_one_line(e)}") from e
   try:
     import torch
   except ImportError as e:
@@ -173,24 +215,60 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise ImportError(f"reading {path} needs PyTorch: {INSTALL_HINT}; or convert the file to "
                       ".safetensors, which loads without it") from e
   try:
-    # weights_only: tensors and plain containers only; a pickle that names any other object fails
-    # here instead of running its code.
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    # weights_only: tensors, plain containers and `_safe_globals()` only; a pickle that names any
+    # other object fails here instead of running its code.
+    with torch.serialization.safe_globals(_safe_globals()):
+      return torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... depending on damage
-    raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, another format, "
-                          f"or pickled objects other than tensors): {e}") from e
-  return _unwrap(obj, path)
+    if "weights only load failed" in str(e).lower():
+      raise _refusal(path, torch, e) from e
+    raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or another "
+                          f"format?): {_one_line(e)}") from e
+
+
+def load_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, Any]:
+  """The state_dict in a `.safetensors` file (no torch needed) or a `.pth`/`.pt` file (weights only,
+  no code), unwrapped from a training checkpoint as `unwrap_state_dict` does.
+
+  Raises:
+    FileNotFoundError: no such file.
+    CheckpointError: the file is truncated, not a checkpoint, would need arbitrary code to unpickle,
+      or holds no state_dict (no EMA one, with `ema`).
+    ImportError: a `.pth` file without torch installed.
+  """
+  path = os.fspath(path)
+  return unwrap_state_dict(_read(path), path, ema)
+
+
+def read_checkpoint(path: str | os.PathLike, ema: bool = False):
+  """(numpy state_dict, the ModelSpec `resnet-jax export` stored with it or None) of a file, read
+  once. See `load_state_dict` and `embedded_spec`."""
+  path = os.fspath(path)
+  obj = _read(path)
+  if path.endswith(".safetensors"):
+    spec = embedded_spec(path)
+  else:  # export keeps it in the state_dict's `_metadata`, which torch's load_state_dict ignores
+    text = (getattr(obj, "_metadata", None) or {}).get(SPEC_METADATA_KEY)
+    spec = None if text is None else _parse_spec(text, path)
+  return {k: _numpy(v) for k, v in unwrap_state_dict(obj, path, ema).items()}, spec
+
+
+def _parse_spec(text: str, path: str):
+  from resnet_jax.spec import ModelSpec, SpecError
+  try:
+    return ModelSpec.from_json(json.loads(text), where=f"the model description in {path}")
+  except (json.JSONDecodeError, TypeError, SpecError) as e:
+    raise CheckpointError(_one_line(e)) from None
 
 
 def embedded_spec(path: str | os.PathLike):
   """The ModelSpec that `resnet-jax export` stores in a `.safetensors` file's metadata, or None
-  (a torchvision file, a `.pth`). Exported models of other shapes (1 input channel, CIFAR nets)
-  convert back with their preprocessing this way.
+  (a torchvision file; a `.pth`'s is read by `read_checkpoint`). Exported models of other shapes
+  (1 input channel, CIFAR nets) convert back with their preprocessing this way.
 
   Raises:
     CheckpointError: the file's metadata holds a description that cannot be read.
   """
-  from resnet_jax.spec import ModelSpec, SpecError
   path = os.fspath(path)
   if not path.endswith(".safetensors") or not os.path.isfile(path):
     return None
@@ -199,34 +277,85 @@ def embedded_spec(path: str | os.PathLike):
     with safe_open(path, "np") as f:
       text = (f.metadata() or {}).get(SPEC_METADATA_KEY)
   except Exception as e:  # safetensors raises its own error types for bad headers and short files
-    raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from e
-  if text is None:
-    return None
-  try:
-    return ModelSpec.from_json(json.loads(text), where=f"the model description in {path}")
-  except (json.JSONDecodeError, SpecError) as e:
-    raise CheckpointError(str(e)) from None
+    raise CheckpointError(f"{path} is not a readable .safetensors file: {_one_line(e)}") from e
+  return None if text is None else _parse_spec(text, path)
 
 
-def _unwrap(obj: Any, where: str) -> dict[str, Any]:
-  """The flat state_dict inside what a training script saved: {'state_dict': ...}, 'module.' keys."""
-  if isinstance(obj, Mapping):
-    for key in _WRAPPERS:
-      if isinstance(obj.get(key), Mapping) and not hasattr(obj[key], "shape"):
-        log.info("%s: using the state_dict stored under %r", where, key)
-        obj = obj[key]
-        break
+def _is_state_dict(obj: Any) -> bool:
+  return (isinstance(obj, Mapping) and len(obj) > 0
+          and all(hasattr(v, "shape") for v in obj.values()))
+
+
+def _select(obj: Mapping, where: str, ema: bool) -> Mapping:
+  """The state_dict under one of `WEIGHTS_KEYS` (`EMA_KEYS` with `ema`) of a training checkpoint."""
+  held = [k for k in (*WEIGHTS_KEYS, *EMA_KEYS) if _is_state_dict(obj.get(k))]
+  wanted = [k for k in held if k in (EMA_KEYS if ema else WEIGHTS_KEYS)]
+  if wanted:
+    log.info("%s: using the %s stored under %r", where, "EMA weights" if ema else "weights",
+             wanted[0])
+    return obj[wanted[0]]
+  if ema:
+    raise CheckpointError(f"{where} holds no EMA weights (no state_dict under any of "
+                          f"{', '.join(EMA_KEYS)}); convert it without --ema (ema=False)")
+  if held:
+    raise CheckpointError(f"{where} holds only EMA weights (under {held[0]!r}); convert them with "
+                          "--ema (ema=True)")
+  if not obj:
+    raise CheckpointError(f"{where} holds an empty mapping, no weights")
+  others = [k for k, v in obj.items() if not hasattr(v, "shape")]
+  raise CheckpointError(f"{where} is not a state_dict: {', '.join(map(repr, others[:5]))} are not "
+                        f"tensors, and none of {', '.join(WEIGHTS_KEYS + EMA_KEYS)} holds one")
+
+
+def _strip_prefixes(state: Mapping, where: str) -> dict:
+  """`state` without the key prefixes of wrapped modules ('module.', '_orig_mod.', in any order and
+  number while every key has one) and without an AveragedModel's `n_averaged` counter."""
+  bad = [k for k in state if not isinstance(k, str)]
+  if bad:
+    raise CheckpointError(f"{where} is not a state_dict: its keys {bad[:5]} are not strings")
+  state = dict(state)
+  if _EMA_COUNTER in state and all(k.startswith("module.") for k in state if k != _EMA_COUNTER):
+    del state[_EMA_COUNTER]
+  removed = []
+  while state:
+    prefix = next((p for p in _PREFIXES if all(k.startswith(p) for k in state)), None)
+    if prefix is None:
+      break
+    removed.append(prefix)
+    state = {k[len(prefix):]: v for k, v in state.items()}
+  if removed:
+    log.info("%s: removing the key prefix %r (DataParallel/DDP, EMA wrappers, torch.compile)", where,
+             "".join(removed))
+  return state
+
+
+def unwrap_state_dict(obj: Any, where: str, ema: bool = False) -> dict[str, Any]:
+  """The flat state_dict inside what a training script saved.
+
+  Accepts a state_dict, or a checkpoint holding one under one of `WEIGHTS_KEYS` (torchvision's
+  reference 'model', timm's 'state_dict') and its EMA under one of `EMA_KEYS` ('model_ema',
+  'state_dict_ema', 'ema'); keys prefixed by DataParallel/DDP or EMA wrappers ('module.') and
+  torch.compile ('_orig_mod.'), in any order.
+
+  Args:
+    obj: what `torch.load` or safetensors gave, or a mapping.
+    where: the file or object, for messages.
+    ema: take the EMA weights; a file without them is an error. Without `ema`, the plain weights;
+      a file holding only EMA weights is an error (the user chooses).
+
+  Raises:
+    CheckpointError: no state_dict, or not the one asked for, naming `where`.
+  """
   if not isinstance(obj, Mapping):
     raise CheckpointError(f"{where} does not hold a state_dict (a mapping of names to tensors); "
                           f"found {type(obj).__name__}")
-  others = [k for k, v in obj.items() if not hasattr(v, "shape")]
-  if others:
-    raise CheckpointError(f"{where} is not a state_dict: {', '.join(map(repr, others[:5]))} "
-                          f"are not tensors (nor is any of {', '.join(_WRAPPERS)} a state_dict)")
-  if obj and all(k.startswith(_PREFIX) for k in obj):
-    log.info("%s: removing the %r prefix of DataParallel", where, _PREFIX)
-    obj = {k[len(_PREFIX):]: v for k, v in obj.items()}
-  return dict(obj)
+  if _is_state_dict(obj):
+    if ema:
+      raise CheckpointError(f"{where} holds one set of weights (a state_dict), no EMA weights "
+                            "beside them; convert it without --ema (ema=False)")
+  else:
+    obj = _select(obj, where, ema)
+  return _strip_prefixes(obj, where)
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -236,14 +365,15 @@ def _numpy(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def state_dict_of(source: Any) -> dict[str, np.ndarray]:
-  """The flat numpy state_dict of a mapping, a torch module or a checkpoint path."""
+def state_dict_of(source: Any, ema: bool = False) -> dict[str, np.ndarray]:
+  """The flat numpy state_dict of a mapping (a state_dict or a training checkpoint), a torch module
+  or a checkpoint path; with `ema`, the checkpoint's EMA weights (see `unwrap_state_dict`)."""
   if isinstance(source, (str, os.PathLike)):
-    state = load_state_dict(source)
+    state = load_state_dict(source, ema)
   elif hasattr(source, "state_dict") and callable(source.state_dict):
-    state = dict(source.state_dict())
+    state = unwrap_state_dict(dict(source.state_dict()), f"the given {type(source).__name__}", ema)
   else:
-    state = _unwrap(source, "the given object")
+    state = unwrap_state_dict(source, "the given object", ema)
   return {k: _numpy(v) for k, v in state.items()}
 
 
@@ -344,7 +474,7 @@ def check_values(state_dict: Mapping[str, np.ndarray], keys, allow_nonfinite: bo
                           "allow_nonfinite=True (--allow-nonfinite) to convert them anyway")
 
 
-def from_torchvision(source: Any, arch: Optional[str] = None, *,
+def from_torchvision(source: Any, arch: Optional[str] = None, *, ema: bool = False,
                      allow_nonfinite: bool = False, model=None) -> dict[str, dict]:
   """Converts torchvision ResNet weights to Flax variables for `models.get_model(arch)`.
 
@@ -353,9 +483,12 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
   `num_batches_tracked` is dropped: Flax's BatchNorm uses a fixed momentum and does not count.
 
   Args:
-    source: a state_dict (of torch tensors or numpy arrays), a torch module, or the path of a
-      `.pth`/`.pt` file (loaded with `weights_only=True`) or of a `.safetensors` file (no torch needed).
+    source: a state_dict (of torch tensors or numpy arrays), a training checkpoint (torchvision's
+      or timm's train.py, see `unwrap_state_dict`), a torch module, or the path of a `.pth`/`.pt`
+      file (loaded with `weights_only=True`) or of a `.safetensors` file (no torch needed).
     arch: a registered model name; inferred from the keys and shapes when None, and logged (INFO).
+    ema: convert the checkpoint's EMA weights ('model_ema', 'state_dict_ema', 'ema') instead of
+      its plain ones ('model', 'state_dict'), the default; an error when it holds none.
     allow_nonfinite: convert NaN and infinite values instead of refusing them.
     model: the built `ResNet` the weights are for, when it has overrides `arch` alone does not
       describe (1 input channel, other stage sizes...); its classifier size is used.
@@ -368,7 +501,7 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *,
       a tensor is not floating point, or (unless `allow_nonfinite`) holds NaN or infinity.
     CheckpointError: `source` is a file that cannot be read as a checkpoint.
   """
-  state = state_dict_of(source)
+  state = state_dict_of(source, ema)
   if model is not None:
     arch, num_classes = arch or "the given model", model.num_classes or None
   elif arch is None:
@@ -446,3 +579,65 @@ def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[
         "bias": np.asarray(jax.random.uniform(bias_key, (num_classes,), jnp.float32, -limit, limit)),
     }
   return {**variables, "params": params}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing state_dicts (`resnet-jax export`).
+
+EXPORT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def check_export_path(path: str | os.PathLike) -> None:
+  """Raises unless `save_state_dict` can write a new file at `path`: before any work is done.
+
+  Raises:
+    ValueError: another suffix (a torch pickle named .npz would be read as something else).
+    FileNotFoundError: the folder of `path` does not exist.
+    FileExistsError: `path` exists; nothing is overwritten.
+  """
+  path = os.fspath(path)
+  if not path.endswith(EXPORT_SUFFIXES):
+    raise ValueError(f"{path}: unknown format; name the file .pth or .pt (torch.save, needs torch) "
+                     "or .safetensors")
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{path}: no folder {folder}; create it first")
+  if os.path.lexists(path):
+    raise FileExistsError(f"{path} exists; choose a new file")
+
+
+def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike, spec=None) -> None:
+  """Writes a torchvision state_dict (numpy arrays) to a new `.pth`/`.pt` (torch.save) or
+  `.safetensors` file, with `spec` (a ModelSpec) where `read_checkpoint` finds it again.
+
+  The file gets the permissions of any new file (0666 less the umask) whatever the format, and
+  appears whole or not at all: it is written beside `path` and renamed.
+
+  Raises:
+    As `check_export_path`.
+  """
+  path = os.fspath(path)
+  check_export_path(path)
+  text = None if spec is None else json.dumps(spec.to_json())
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import save
+    metadata = {} if spec is None else {"arch": spec.arch, SPEC_METADATA_KEY: text}
+    data = save(dict(state), metadata=metadata)
+    write = lambda f: f.write(data)  # noqa: E731
+  else:
+    import collections
+    import torch
+    tensors = collections.OrderedDict((k, torch.from_numpy(np.asarray(v))) for k, v in state.items())
+    # What torch's load_state_dict reads of `_metadata` is module-name keys: ours is none of them.
+    tensors._metadata = {} if spec is None else {SPEC_METADATA_KEY: text}
+    write = lambda f: torch.save(tensors, f)  # noqa: E731
+  partial = f"{path}.{os.getpid()}.partial"
+  # os.open applies the umask to 0o666, as open() does; safetensors' own writer would not.
+  fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)

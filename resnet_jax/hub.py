@@ -226,41 +226,48 @@ def resolve(arch: Optional[str], weights: str, directory: Optional[str] = None
     w = get_weights(arch, weights)
     return fetch(w, directory), w.transforms()
   if not os.path.isfile(weights):
+    if os.path.isdir(weights):
+      raise FileNotFoundError(f"{weights} is a directory, not a weights file; a directory written by "
+                              "`resnet-jax convert` or training is read with checkpoints.load_variables")
     raise FileNotFoundError(f"no weights file at {weights}")
-  for w in WEIGHTS.values():
-    if w.filename == os.path.basename(weights):
-      return weights, w.transforms()
-  if convert.embedded_spec(weights) is None:  # an exported file carries its own preprocessing
-    log.info("%s is not one of torchvision's files: preprocessing with resize 256, crop 224", weights)
-  return weights, transforms.ImageClassification()
+  known = _published_file(weights)
+  return weights, known.transforms() if known else transforms.ImageClassification()
+
+
+def _published_file(path: str) -> Optional[Weights]:
+  """torchvision's weights whose file name `path` has, or None."""
+  return next((w for w in WEIGHTS.values() if w.filename == os.path.basename(path)), None)
 
 
 def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None, *,
-                 allow_nonfinite: bool = False) -> tuple[dict, ModelSpec]:
+                 allow_nonfinite: bool = False, ema: bool = False) -> tuple[dict, ModelSpec]:
   """(Flax variables, ModelSpec) of a weights file, name or URL (see `resolve`).
 
-  A `.safetensors` written by `resnet-jax export` converts back as the model it describes (1 input
-  channel, CIFAR stages...) with the preprocessing it was trained with; torchvision's weights get
-  torchvision's published preprocessing. `arch` None: read from the export, else inferred (logged).
+  A file written by `resnet-jax export` (`.safetensors` or `.pth`) converts back as the model it
+  describes (1 input channel, CIFAR stages...) with the preprocessing it was trained with;
+  torchvision's weights get torchvision's published preprocessing. `arch` None: read from the
+  export, else inferred (logged). A training checkpoint's plain weights are read, or with `ema` its
+  EMA weights (see `convert.unwrap_state_dict`).
   """
   path, transform = resolve(arch, weights, cache)
-  exported = convert.embedded_spec(path)
+  state, exported = convert.read_checkpoint(path, ema)
   if exported is not None:
     if arch is not None and arch != exported.arch:
       raise ValueError(f"{path} holds a {exported.arch}, not a {arch}")
-    variables = convert.from_torchvision(path, exported.arch, allow_nonfinite=allow_nonfinite,
+    variables = convert.from_torchvision(state, exported.arch, allow_nonfinite=allow_nonfinite,
                                          model=exported.build())
     source = {"kind": "export", "file": os.path.abspath(path), "sha256": sha256(path),
               "exported_from": exported.source}
     return variables, exported.replace(source=source)
-  state = convert.state_dict_of(path)
+  if _published_file(path) is None:
+    log.info("%s is not one of torchvision's files: preprocessing with resize 256, crop 224", path)
   if arch is None:
     inferred = convert.infer_arch(state)
     log.info("inferred architecture: %s", inferred)
     arch = inferred.arch
   variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
-  return variables, torchvision_spec(arch, convert.variables_classes(variables), path, transform,
-                                     weights)
+  spec = torchvision_spec(arch, convert.variables_classes(variables), path, transform, weights)
+  return variables, spec.replace(source=dict(spec.source, ema=True)) if ema else spec
 
 
 def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
@@ -273,7 +280,7 @@ def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
 
 
 def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional[str] = None,
-               allow_nonfinite: bool = False, **overrides: Any) -> Pretrained:
+               allow_nonfinite: bool = False, ema: bool = False, **overrides: Any) -> Pretrained:
   """A ResNet with torchvision's pretrained weights, as `torchvision.models.get_model` gives it.
 
   Example:
@@ -289,6 +296,8 @@ def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional
       may then be None).
     cache: directory for downloads (default `cache_dir()`).
     allow_nonfinite: convert weights holding NaN or infinity instead of refusing them.
+    ema: the EMA weights of a training checkpoint file (torchvision's 'model_ema', timm's
+      'state_dict_ema') or training workdir, instead of its plain weights (the default).
     **overrides: model options for `get_model`, e.g. dtype=jnp.bfloat16. num_classes is read from
       the weights.
 
@@ -297,9 +306,9 @@ def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional
   """
   if os.path.isdir(weights):
     from resnet_jax import checkpoints
-    variables, spec = checkpoints.load_variables(weights)
+    variables, spec = checkpoints.load_variables(weights, ema=ema)
     if arch is not None and arch != spec.arch:
       raise ValueError(f"{weights} holds a {spec.arch}, not a {arch}")
   else:
-    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite)
+    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite, ema=ema)
   return Pretrained(spec.build(**overrides), variables, spec.transform())
