@@ -176,19 +176,38 @@ def _one_line(error: Exception, limit: int = 300) -> str:
   return line if len(line) <= limit else line[:limit] + "..."
 
 
+def _legacy_globals(path: str) -> list[str]:
+  """The classes and functions named by the pickles at the start of a legacy (non-zip) torch file,
+  from its opcodes alone (pickletools runs nothing). Raw tensor bytes follow; they end the scan."""
+  import io
+  import pickletools
+  names = set()
+  try:
+    with open(path, "rb") as f:
+      stream = io.BytesIO(f.read(1 << 24))  # the pickles precede the tensor data
+    for _ in range(4):  # magic number, protocol, system info, the object
+      for op, arg, _ in pickletools.genops(stream):
+        if op.name == "GLOBAL":
+          names.add(arg.replace(" ", "."))
+  except Exception:  # the tensor bytes, or a damaged file: what was found so far
+    pass
+  return sorted(names)
+
+
 def _refusal(path: str, torch, error: Exception) -> CheckpointError:
   """One line for a pickle that names objects `weights_only` does not build: a whole model gets how
   to save its state_dict; anything else the objects it names."""
+  # torch names the first object it refused: the outermost, e.g. the model's own class.
+  first = _GLOBAL.findall(_ESCAPES.sub("", str(error)))[:1]
   try:
     with torch.serialization.safe_globals(_safe_globals()):
-      names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-  except Exception:  # a legacy (non-zip) file: torch's message names the first global
-    names = _GLOBAL.findall(_ESCAPES.sub("", str(error)))[:1]
-  modules = [n for n in names if n.startswith("torch.nn.")]
-  if modules:  # torch.save(model): the model's class and its layers are pickled as code
-    model = next((n for n in names if not n.startswith("torch.")), modules[0])
+      others = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+  except Exception:  # a legacy (non-zip) file: its pickles are read as opcodes, never run
+    others = _legacy_globals(path)
+  names = first + [n for n in others if n not in first]
+  if any(n.startswith("torch.nn.") for n in names):  # torch.save(model): classes and layers pickled
     return CheckpointError(
-        f"{path} holds a whole pickled model ({model}), which only running its code could read; "
+        f"{path} holds a whole pickled model ({names[0]}), which only running its code could read; "
         "save its weights instead, with torch.save(model.state_dict(), PATH)")
   shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
   return CheckpointError(
