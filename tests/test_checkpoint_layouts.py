@@ -192,3 +192,100 @@ def test_cli_ema_choice_and_errors(capsys, torch, trained, tmp_path):
   err = capsys.readouterr().err
   assert code == 2 and len(err.strip().splitlines()) == 1 and "no EMA weights" in err, err
   assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands on each other's output: export -> convert, convert -> verify.
+
+def _spec(name):
+  from resnet_jax.spec import ModelSpec
+  if name == "digits_1ch_16px":  # the digits recipe's shape: grey, 16 px, its own statistics
+    return ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
+                     image_size=16, resize_size=16, mean_255=(84.0,), std_255=(105.0,),
+                     class_names=tuple(f"digit {i}" for i in range(10)))
+  if name == "rgb_16px":
+    return ModelSpec("resnet18_cifar", 3, image_size=16, resize_size=20, mean_255=(60, 90, 120),
+                     std_255=(50, 55, 60), class_names=("ant", "bee", "cat"))
+  return ModelSpec.for_torchvision("resnet18", NUM_CLASSES, 232, {"kind": "test"})
+
+
+def _random_variables(spec, seed=0):
+  """Variables of `spec`'s model with random BatchNorm statistics (a swap would show)."""
+  model = spec.build()
+  x = np.zeros((1, spec.image_size, spec.image_size, spec.in_channels), np.float32)
+  variables = jax.tree.map(np.asarray, model.init(jax.random.key(seed), x, train=False))
+  rng = np.random.default_rng(seed)
+  stats = jax.tree.map(lambda v: rng.uniform(0.5, 1.5, v.shape).astype(np.float32),
+                       variables["batch_stats"])
+  return {"params": variables["params"], "batch_stats": stats}
+
+
+@pytest.mark.parametrize("suffix", (".pth", ".safetensors"))
+@pytest.mark.parametrize("name", ("digits_1ch_16px", "rgb_16px", "torchvision_resnet18"))
+def test_export_converts_back_with_its_spec(capsys, torch, tmp_path, name, suffix):
+  from resnet_jax import checkpoints
+  spec = _spec(name)
+  variables = _random_variables(spec)
+  checkpoints.save_variables(str(tmp_path / "model"), variables, spec)
+  exported = str(tmp_path / f"exported{suffix}")
+  assert cli.main(["export", "--checkpoint", str(tmp_path / "model"), "--out", exported]) == 0
+  assert cli.main(["convert", "--weights", exported, "--out", str(tmp_path / "back")]) == 0
+  back, back_spec = checkpoints.load_variables(str(tmp_path / "back"))
+  _assert_bitwise_equal(back, variables)
+  assert back_spec.differences(spec) == [] and back_spec.resize_size == spec.resize_size
+  assert back_spec.class_names == spec.class_names
+  if name == "torchvision_resnet18" and suffix == ".pth":  # the spec does not disturb torchvision
+    model = verify.torchvision_model("resnet18", num_classes=NUM_CLASSES)
+    model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
+
+
+def test_export_files_follow_the_umask(capsys, torch, tmp_path):
+  from resnet_jax import checkpoints
+  spec = _spec("digits_1ch_16px")
+  checkpoints.save_variables(str(tmp_path / "model"), _random_variables(spec), spec)
+  for umask in (0o022, 0o077, 0o002):
+    old = os.umask(umask)
+    try:
+      for suffix in (".pth", ".safetensors"):
+        out = tmp_path / f"{umask:o}{suffix}"
+        assert cli.main(["export", "--checkpoint", str(tmp_path / "model"), "--out", str(out)]) == 0
+        assert out.stat().st_mode & 0o777 == 0o666 & ~umask, (suffix, oct(out.stat().st_mode))
+    finally:
+      os.umask(old)
+  assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("out, fragment", [
+    ("out.npz", "unknown format"), ("out", "unknown format"),
+    ("missing/out.pth", "no folder"), ("exists.safetensors", "exists")])
+def test_export_refuses_in_one_line_and_writes_nothing(capsys, tmp_path, digest, out, fragment):
+  from resnet_jax import checkpoints
+  spec = _spec("digits_1ch_16px")
+  checkpoints.save_variables(str(tmp_path / "model"), _random_variables(spec), spec)
+  (tmp_path / "exists.safetensors").write_bytes(b"mine")
+  before = digest(tmp_path)
+  capsys.readouterr()
+  code = cli.main(["export", "--checkpoint", str(tmp_path / "model"), "--out", str(tmp_path / out)])
+  err = capsys.readouterr().err
+  assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+  assert err.startswith("resnet-jax export: error: ")
+  assert digest(tmp_path) == before
+
+
+def test_verify_reads_a_converted_directory(capsys, torch, trained, tmp_path):
+  path, _ = _write(torch, trained, "torchvision_train_ema", "module.", str(tmp_path))
+  small = ["--no-photos", "--size", "64", "--batch", "2"]
+  for flag in ((), ("--ema",)):
+    out = str(tmp_path / f"converted{''.join(flag)}")
+    assert cli.main(["convert", "--weights", path, "--out", out, *flag]) == 0
+    capsys.readouterr()
+    assert cli.main(["verify", "--weights", out, *small]) == 0
+    assert "PASS" in capsys.readouterr().out
+  assert cli.main(["verify", "--weights", path, "--ema", *small]) == 0  # the file itself
+  assert "PASS" in capsys.readouterr().out
+  from resnet_jax import checkpoints
+  spec = _spec("digits_1ch_16px")
+  checkpoints.save_variables(str(tmp_path / "digits"), _random_variables(spec), spec)
+  code = cli.main(["verify", "--weights", str(tmp_path / "digits"), *small])
+  err = capsys.readouterr().err
+  assert code == 2 and len(err.strip().splitlines()) == 1 and "torchvision has no model" in err, err
