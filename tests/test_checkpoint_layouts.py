@@ -289,3 +289,21 @@ def test_verify_reads_a_converted_directory(capsys, torch, trained, tmp_path):
   code = cli.main(["verify", "--weights", str(tmp_path / "digits"), *small])
   err = capsys.readouterr().err
   assert code == 2 and len(err.strip().splitlines()) == 1 and "torchvision has no model" in err, err
+
+
+def test_pretrained_and_predict_take_the_ema_weights(capsys, torch, trained, tmp_path):
+  import json
+  import resnet_jax
+  from PIL import Image
+  path, ema_module = _write(torch, trained, "timm_train_ema", "_orig_mod.", str(tmp_path))
+  for ema, expected in ((False, trained[1]), (True, ema_module)):
+    _, variables, _ = resnet_jax.pretrained(None, path, ema=ema)
+    _assert_bitwise_equal(variables, convert.from_torchvision(expected.state_dict()))
+  image = str(tmp_path / "grey.png")
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)).save(image)
+  tops = {}
+  for flag in ((), ("--ema",)):
+    capsys.readouterr()
+    assert cli.main(["predict", "--weights", path, "--json", "--top", "10", *flag, image]) == 0
+    tops[flag] = [t["probability"] for t in json.loads(capsys.readouterr().out)["top"]]
+  assert tops[()] != tops[("--ema",)]  # the EMA differs from the weights it averages
