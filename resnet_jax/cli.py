@@ -89,6 +89,8 @@ def _torchvision_for_verify(args):
   if args.weights == "random":
     if args.arch is None:
       raise _Error("--weights random needs --arch")
+    if args.ema:
+      raise _Error("--weights random has no EMA weights; drop --ema")
     return (verify.torchvision_model(args.arch, seed=args.seed), args.arch,
             transforms.ImageClassification())
   if os.path.isdir(args.weights):
