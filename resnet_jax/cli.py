@@ -305,7 +305,7 @@ def cmd_prepare(args) -> int:
     source = f"tfds:{args.source}:{args.tfds_splits}"
   else:
     source = os.path.abspath(os.path.expanduser(args.source))
-    items = prepare.folder_items(source, args.out)
+    items = prepare.folder_items(source, args.out, args.layout)
   summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
                             workers=args.workers, source=source, format=args.format)
   print(summary.line(args.out, args.max_size, args.quality))
@@ -326,6 +326,10 @@ def _prepare_parser(sub) -> None:
   p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
   p.add_argument("--format", default="folder", choices=("folder", "array_record"),
                  help="an image folder, or ArrayRecord shards (config.source='array_record')")
+  p.add_argument("--layout", default="auto", choices=("auto", "splits", "classes"),
+                 help="an image folder SOURCE is SOURCE/SPLIT/CLASS/** ('splits') or "
+                      "SOURCE/CLASS/** ('classes'); 'auto': splits when no folder of SOURCE holds "
+                      "an image itself and one holds folders")
   p.set_defaults(run=cmd_prepare)
 
 

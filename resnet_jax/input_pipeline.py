@@ -163,7 +163,8 @@ class ArrayRecordSource:
 
   def undecoded(self, index: int) -> Example:
     import msgpack
-    record = msgpack.unpackb(self._records[index])
+    # surrogateescape: as prepare packs a class folder's name that is not UTF-8.
+    record = msgpack.unpackb(self._records[index], unicode_errors="surrogateescape")
     return {"data": record["jpeg"], "label": self._labels[record["class"]]}
 
   def __getitem__(self, index: int) -> Example:
