@@ -230,10 +230,10 @@ def _write(path: str, data: bytes) -> None:
   try:
     with open(temporary, "wb") as f:
       f.write(data)
+    os.replace(temporary, path)  # Atomic: a path that exists holds a whole image.
   except Exception:  # A disk error, say: no partial file is left (an interrupt, as a kill, may).
     _remove(temporary)
     raise
-  os.replace(temporary, path)  # Atomic: a path that exists holds a whole image.
 
 
 def _remove(path: str) -> None:
@@ -340,21 +340,23 @@ def _prepare_shards(listing: Listing, out: str, max_size: int, quality: int, wor
     count = -(-len(members) // SHARD_SIZE)
     shards += [(split, i, count, members[i * SHARD_SIZE:(i + 1) * SHARD_SIZE]) for i in range(count)]
   bar = _progress(None, len(listing.items), progress)
-  for split, index, count, members in shards:
-    path = os.path.join(out, split, shard_name(split, index, count))
-    if os.path.exists(path):  # Renamed into place whole: its sidecar says what it holds.
-      with open(path + ".json") as f:
-        done = json.load(f)
-      summary.already_done += done["records"]
-      summary.unreadable += [tuple(u) for u in done["unreadable"]]
-    else:
-      records, unreadable = _write_shard(path, members, max_size, quality, workers)
-      summary.written += records
-      summary.unreadable += unreadable
+  try:
+    for split, index, count, members in shards:
+      path = os.path.join(out, split, shard_name(split, index, count))
+      if os.path.exists(path):  # Renamed into place whole: its sidecar says what it holds.
+        with open(path + ".json") as f:
+          done = json.load(f)
+        summary.already_done += done["records"]
+        summary.unreadable += [tuple(u) for u in done["unreadable"]]
+      else:
+        records, unreadable = _write_shard(path, members, max_size, quality, workers)
+        summary.written += records
+        summary.unreadable += unreadable
+      if bar is not None:
+        bar.update(len(members))
+  finally:  # Ends the bar's line, so that an error message starts its own.
     if bar is not None:
-      bar.update(len(members))
-  if bar is not None:
-    bar.close()
+      bar.close()
   _finish_shards(out, summary, settings)
   return summary
 
