@@ -306,7 +306,8 @@ def cmd_prepare(args) -> int:
     source = os.path.abspath(os.path.expanduser(args.source))
     items = prepare.folder_items(source, args.out, args.layout)
   summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
-                            workers=args.workers, source=source, format=args.format)
+                            workers=args.workers, source=source, format=args.format,
+                            layout=args.layout)
   print(summary.line(args.out, args.max_size, args.quality))
   return 1 if summary.unreadable else 0  # Every image accounted for: a missing one is a failure.
 

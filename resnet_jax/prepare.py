@@ -247,7 +247,8 @@ def _check_manifest(out: str, settings: dict) -> None:
   path = os.path.join(out, MANIFEST)
   if os.path.exists(path):
     with open(path) as f:
-      before = {"format": "folder", **json.load(f)}  # Copies from before formats were folders.
+      # Copies from before formats and layouts were folders read with the 'auto' rule.
+      before = {"format": "folder", "layout": "auto", **json.load(f)}
     changed = {k: before.get(k) for k, v in settings.items() if before.get(k) != v}
     if changed:
       raise ValueError(f"{out} was prepared with {changed} (see {path}); use a new directory "
@@ -256,12 +257,14 @@ def _check_manifest(out: str, settings: dict) -> None:
 
 def prepare(listing: Union[Listing, Sequence[Item]], out: str, *, max_size: int = 320,
             quality: int = 90, workers: int = 1, source: str = "", progress: bool = True,
-            format: str = "folder") -> Summary:
+            format: str = "folder", layout: str = "auto") -> Summary:
   """Writes every item to `out` as an image folder or ArrayRecord shards (`format`, see FORMATS);
   returns the counts. Items (or shards) already written are skipped.
 
   Args:
     listing: `folder_items` or `tfds_items`; a plain sequence of items has the classes its items name.
+    layout: the `folder_items` layout the listing was made with, recorded so that a resumed run
+      with another is refused.
 
   Raises:
     ValueError: bad settings, or `out` was prepared with other settings.
@@ -276,7 +279,8 @@ def prepare(listing: Union[Listing, Sequence[Item]], out: str, *, max_size: int 
     for item in listing:
       classes.setdefault(item.split, set()).add(item.class_name)
     listing = Listing(list(listing), {k: sorted(v) for k, v in classes.items()})
-  settings = {"source": source, "max_size": max_size, "quality": quality, "format": format}
+  settings = {"source": source, "max_size": max_size, "quality": quality, "format": format,
+              "layout": layout}
   _check_manifest(out, settings)
   os.makedirs(out, exist_ok=True)
   if not os.path.exists(os.path.join(out, MANIFEST)):  # Settings first, so a resume can check them.
