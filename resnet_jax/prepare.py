@@ -20,7 +20,9 @@ The copy trains as the source does:
 - A non-JPEG keeps its name with '.jpg' appended. Names that would meet in one folder (x.png and
   x.png.jpg, or x.jpg and x.JPG on a file system that ignores case) are kept apart by a '~N' before
   the extension, the first in the source's order keeping its name; `OUT/renamed.txt` lists them.
-  (The copy's order is that of its own names, so such renames can move an image in the listing.)
+  The copy holds the same images and labels; its listing follows its own names, so where '.jpg'
+  or '~N' reorders two names (x.png.jpg then sorts before x.png's copy) a seeded shuffle draws
+  those images in another order than on the source.
 - Any name the file system gives (spaces, unicode, bytes that are not UTF-8) is copied as it is;
   the lists write such bytes unchanged.
 `OUT/prepare.json` records the counts and settings. Outputs are written under a temporary name and
