@@ -73,6 +73,8 @@ def _named_errors(where: str) -> Iterator[None]:
     raise ImageError(f"{where}: image too large to decode safely ({e})") from None
   except FileNotFoundError:
     raise ImageError(f"{where}: no such image file") from None
+  except Image.UnidentifiedImageError:  # Its message names an in-memory file's object, not `where`.
+    raise ImageError(f"{where}: not an image file that Pillow can read") from None
   except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated, broken data
     if isinstance(e, ImageError):
       raise

@@ -281,6 +281,8 @@ def prepare(listing: Union[Listing, Sequence[Item]], out: str, *, max_size: int 
     for item in listing:
       classes.setdefault(item.split, set()).add(item.class_name)
     listing = Listing(list(listing), {k: sorted(v) for k, v in classes.items()})
+  if format == "array_record":
+    _check_utf8_paths(out, listing.classes)
   settings = {"source": source, "max_size": max_size, "quality": quality, "format": format,
               "layout": layout}
   _check_manifest(out, settings)
@@ -310,6 +312,18 @@ def prepare(listing: Union[Listing, Sequence[Item]], out: str, *, max_size: int 
       summary.unreadable.append((item.name, error))
   _finish(out, items, summary, settings)
   return summary
+
+
+def _check_utf8_paths(out: str, classes: dict) -> None:
+  """ArrayRecord's reader and writer take paths as UTF-8: refuses, before anything is written, an
+  output or split folder whose name is not (the folder format copies any name)."""
+  for folder in [out] + [os.path.join(out, split) for split in classes]:
+    try:
+      folder.encode("utf-8")
+    except UnicodeEncodeError:
+      shown = folder.encode("utf-8", "backslashreplace").decode("utf-8")
+      raise ValueError(f"ArrayRecord files cannot be written in {shown}, a name that is not UTF-8: "
+                       f"rename the folder, or use --format folder") from None
 
 
 def _converted(todo: Sequence[Item], max_size: int, quality: int,

@@ -384,3 +384,16 @@ def test_split_folders_follow_the_documented_layout_rule(tmp_path):
       (os.path.join("cat", "indoor", "a.jpg"), "cat"), (os.path.join("dog", "outdoor", "b.jpg"), "dog")]
   with pytest.raises(ValueError, match="--layout must be one of"):
     prepare.split_folders(one, "flat")
+
+
+def test_array_record_refuses_a_split_name_that_is_not_utf8(tmp_path, capsys):
+  """ArrayRecord opens its files by UTF-8 path: such a split is one line, before anything is
+  written (the folder format, above, copies it)."""
+  split = os.fsdecode(b"tr\xe9in")
+  for name in ("a", "b"):
+    os.makedirs(os.path.join(tmp_path, "src", split, name))
+    Image.new("RGB", (8, 8)).save(os.path.join(tmp_path, "src", split, name, "x.png"))
+  code = cli.main(["prepare", str(tmp_path / "src"), str(tmp_path / "out"), "--format", "array_record"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and "not UTF-8" in err[0] and "--format folder" in err[0]
+  assert not (tmp_path / "out").exists()
