@@ -75,7 +75,7 @@ def _named_errors(where: str) -> Iterator[None]:
     raise ImageError(f"{where}: no such image file") from None
   except Image.UnidentifiedImageError:  # Its message names an in-memory file's object, not `where`.
     raise ImageError(f"{where}: not an image file that Pillow can read") from None
-  except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated, broken data
+  except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated or broken data, odd modes
     if isinstance(e, ImageError):
       raise
     raise ImageError(f"{where}: cannot decode the image: {e}") from None

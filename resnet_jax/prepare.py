@@ -19,7 +19,8 @@ The copy trains as the source does:
   resized (torchvision's Resize) and encoded as JPEG, greyscale ones as greyscale.
 - A non-JPEG keeps its name with '.jpg' appended. Names that would meet in one folder (x.png and
   x.png.jpg, or x.jpg and x.JPG on a file system that ignores case) are kept apart by a '~N' before
-  the extension, the first in the source's order keeping its name; `OUT/renamed.txt` lists them.
+  the extension: a JPEG copied under its own name keeps it, then the first in the source's order;
+  `OUT/renamed.txt` lists the renamed.
   The copy holds the same images and labels; its listing follows its own names, so where '.jpg'
   or '~N' reorders two names (x.png.jpg then sorts before x.png's copy) a seeded shuffle draws
   those images in another order than on the source.
