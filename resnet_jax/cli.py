@@ -309,8 +309,7 @@ def cmd_evaluate(args) -> int:
       resize_size=args.resize_size, scales=args.scales,
       per_device_batch=args.per_device_batch, images_per_call=args.images_per_call,
       dtype=args.dtype, limit=args.limit, progress=sys.stderr.isatty())
-  split = args.split or evaluate.default_split(args.dataset)
-  print(f"{args.checkpoint} on {args.dataset}/{split} ({result.count} images), "
+  print(f"{args.checkpoint} on {args.dataset}/{result.split} ({result.count} images), "
         f"{evaluate.PROTOCOL_NAMES[args.protocol]} testing ({result.views} "
         f"view{'s' * (result.views > 1)}, {args.average} average): "
         f"{protocols.format_errors(result.errors)}")
@@ -324,9 +323,10 @@ def cmd_prepare(args) -> int:
     source = f"tfds:{args.source}:{args.tfds_splits}"
   else:
     source = os.path.abspath(os.path.expanduser(args.source))
-    items = prepare.folder_items(source, args.out)
+    items = prepare.folder_items(source, args.out, args.layout)
   summary = prepare.prepare(items, args.out, max_size=args.max_size, quality=args.quality,
-                            workers=args.workers, source=source, format=args.format)
+                            workers=args.workers, source=source, format=args.format,
+                            layout=args.layout)
   print(summary.line(args.out, args.max_size, args.quality))
   return 1 if summary.unreadable else 0  # Every image accounted for: a missing one is a failure.
 
@@ -345,6 +345,10 @@ def _prepare_parser(sub) -> None:
   p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
   p.add_argument("--format", default="folder", choices=("folder", "array_record"),
                  help="an image folder, or ArrayRecord shards (config.source='array_record')")
+  p.add_argument("--layout", default="auto", choices=("auto", "splits", "classes"),
+                 help="an image folder SOURCE is SOURCE/SPLIT/CLASS/** ('splits') or "
+                      "SOURCE/CLASS/** ('classes'); 'auto': splits when no folder of SOURCE holds "
+                      "an image itself and one holds folders")
   p.set_defaults(run=cmd_prepare)
 
 
@@ -355,12 +359,15 @@ def _evaluate_parser(sub) -> None:
   p.add_argument("--checkpoint", required=True,
                  help="converted model directory (resnet-jax convert --out) or training workdir")
   p.add_argument("--dataset", required=True,
-                 help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
-                      "prepared TFDS dataset, e.g. cifar10, imagenet2012")
-  p.add_argument("--split", help="the split to evaluate (default: 'validation' for imagenet*, 'val' "
-                                 "for folder, else 'test')")
-  p.add_argument("--data-dir", default="", help="TFDS data_dir or image-folder root (default: "
-                                                "TFDS's ~/tensorflow_datasets)")
+                 help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/**, as "
+                      "training's config.source='folder'), 'array_record' (--data-dir OUT of "
+                      "`prepare --format array_record`) or a prepared TFDS dataset, e.g. cifar10, "
+                      "imagenet2012")
+  p.add_argument("--split", help="the split to evaluate (default: 'validation' for imagenet*, "
+                                 "folder and array_record, or 'val' where --data-dir has 'val' "
+                                 "and no 'validation'; else 'test')")
+  p.add_argument("--data-dir", default="", help="image-folder or prepared root, or TFDS data_dir "
+                                                "(default: TFDS's ~/tensorflow_datasets)")
   p.add_argument("--protocol", choices=tuple(protocols.PROTOCOLS), default="center",
                  help="the paper's test protocols: center crop, 10-crop (flips), multi-scale (flips "
                       "and scales: the model must have been trained with them)")

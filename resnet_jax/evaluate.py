@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -39,6 +40,7 @@ class Result:
     views: views per image (of the first image; multi-scale on mixed sizes varies in shape only).
     scores: (local examples, classes) averaged softmax probabilities or logits.
     labels, indices: each local example's label and index in the split.
+    split: the split evaluated ('' for a source object).
   """
   errors: dict
   count: int
@@ -46,6 +48,7 @@ class Result:
   scores: np.ndarray
   labels: np.ndarray
   indices: np.ndarray
+  split: str = ""
 
 
 @dataclasses.dataclass
@@ -84,30 +87,76 @@ def view_sizes(protocol: str, image_size: int, *, resize_size: Optional[int] = N
   raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(protocols.PROTOCOLS)}")
 
 
-def default_split(dataset: str) -> str:
-  """The split the paper reports on: ImageNet's 'validation', an image folder's 'val', else 'test'."""
-  if dataset.startswith("imagenet"):
+# Datasets read from --data-dir as training's config.source reads them: image folders and the
+# ArrayRecord copies `resnet-jax prepare --format array_record` writes.
+DATA_DIR_SOURCES = ("folder", "array_record")
+
+
+def default_split(dataset: str, data_dir: str = "") -> str:
+  """The split the paper reports on: 'validation' for ImageNet and for data read from a directory
+  (the name `prepare` and the README use; a directory holding 'val' and no 'validation', as
+  torchvision's ImageNet layout, gives 'val'), else 'test'."""
+  if dataset in DATA_DIR_SOURCES:
+    root = os.path.expanduser(data_dir)
+    if not os.path.isdir(os.path.join(root, "validation")) and os.path.isdir(os.path.join(root, "val")):
+      return "val"
     return "validation"
-  return "val" if dataset == "folder" else "test"
+  return "validation" if dataset.startswith("imagenet") else "test"
 
 
 def load_source(dataset: str, split: Optional[str] = None, data_dir: str = "",
                 class_names: Optional[Sequence[str]] = None, channels: int = 3):
-  """A raw-image source of the input pipeline: 'digits', 'folder' (DATA_DIR/SPLIT/<class>/*.jpg, the
-  labels numbered as `class_names`, the model's classes), or a prepared TFDS dataset by name (e.g.
+  """A raw-image source of the input pipeline: 'digits', 'folder' (DATA_DIR/SPLIT/<class>/**, as
+  training reads it), 'array_record' (DATA_DIR/SPLIT/, a `prepare --format array_record` copy), the
+  last two labelled by `class_names`, the model's classes; or a prepared TFDS dataset by name (e.g.
   'cifar10', 'imagenet2012')."""
-  split = split or default_split(dataset)
+  split = split or default_split(dataset, data_dir)
   if dataset == "digits":
     return input_pipeline.get_source("digits", split)
-  if dataset == "folder":
+  if dataset in DATA_DIR_SOURCES:
     if not data_dir:
-      raise ValueError("--dataset folder needs --data-dir ROOT (images in ROOT/SPLIT/<class>/)")
+      raise ValueError(f"--dataset {dataset} needs --data-dir ROOT (images in ROOT/SPLIT/)")
     if not class_names:
       raise ValueError("the checkpoint records no class names: the folder's labels cannot be matched "
                        "to the model's outputs")
-    return input_pipeline.get_source("folder", split, data_dir=data_dir, class_names=class_names,
+    _check_classes(dataset, os.path.join(os.path.expanduser(data_dir), split), class_names)
+    return input_pipeline.get_source(dataset, split, data_dir=data_dir, class_names=class_names,
                                      image_shape=(0, 0, channels))
   return input_pipeline.get_source("tfds", split, dataset=dataset, data_dir=data_dir)
+
+
+def _check_classes(dataset: str, root: str, class_names: Sequence[str]) -> None:
+  """Refuses, in one line, data whose classes the model does not have (labels would be wrong)."""
+  if dataset == "folder":
+    own = input_pipeline.class_folders(root) if os.path.isdir(root) else []
+  else:
+    path = os.path.join(root, "classes.json")
+    own = []
+    if os.path.exists(path):
+      with open(path) as f:
+        own = json.load(f)
+  unknown = [name for name in own if name not in set(class_names)]
+  if unknown:
+    raise ValueError(f"{root} has {len(own)} classes, {len(unknown)} of them not among the model's "
+                     f"{len(class_names)} (e.g. {unknown[0]!r}; the model's begin "
+                     f"{', '.join(map(repr, class_names[:3]))}): evaluate a model trained on these "
+                     f"classes")
+
+
+def check_fit(spec, source, where: str) -> None:
+  """Refuses, in one line naming both, a model whose class count or input channels are not the
+  data's (a 1000-class RGB model on 10-class grey digits would score nonsense, not an error rate).
+
+  Raises:
+    ValueError: the mismatch.
+  """
+  classes = getattr(source, "num_classes", None)
+  channels = np.asarray(source[0]["image"]).shape[-1] if len(source) else spec.in_channels
+  if (classes is not None and classes != spec.num_classes) or channels != spec.in_channels:
+    raise ValueError(f"the model ({spec.arch}) has {spec.num_classes} classes and takes "
+                     f"{spec.in_channels}-channel images, but {where} has "
+                     f"{classes if classes is not None else 'unknown'} classes and "
+                     f"{channels}-channel images: evaluate a model trained on this data")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,10 +229,11 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   Args:
     variables_dir: a `save_variables` directory (e.g. converted weights) or a training workdir; or
       a `(variables, ModelSpec)` pair as `checkpoints.load_variables` returns.
-    dataset: 'digits', 'folder' or a TFDS name (see `load_source`), or a source object
+    dataset: 'digits', 'folder', 'array_record' or a TFDS name (see `load_source`), or a source object
       (a sequence of {'image': uint8 HWC, 'label': int}).
     protocol: 'center', 'ten_crop' or 'multi_scale'.
-    split, data_dir: which split, and where the data lives (see `load_source`).
+    split, data_dir: which split (default: `default_split`), and where the data lives (see
+      `load_source`).
     average: average softmax probabilities ('softmax') or logits ('logits') over the views.
     mean, std, image_size: override the input the model's spec records (see `preprocessing`).
     resize_size, scales: override the view sizes (see `view_sizes`); 'center' resizes to the
@@ -208,8 +258,13 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
     resize_size = spec.resize_size
   views_fn = protocols.get_protocol(protocol, **view_sizes(protocol, prep.image_size,
                                                            resize_size=resize_size, scales=scales))
-  source = (load_source(dataset, split, data_dir, spec.class_names, spec.in_channels)
-            if isinstance(dataset, str) else dataset)
+  if isinstance(dataset, str):
+    split = split or default_split(dataset, data_dir)
+    source = load_source(dataset, split, data_dir, spec.class_names, spec.in_channels)
+    check_fit(spec, source, f"{dataset}/{split}")
+  else:
+    source = dataset
+    check_fit(spec, source, "the data")
   model = build_model(spec, dtype)
   logits_fn = sharding.sharded_logits_fn(model, variables)
 
@@ -224,7 +279,8 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
   errors, count = _global_errors(scores, labels)
   first = source[int(indices[0])]["image"] if len(indices) else source[0]["image"]
   return Result(errors=errors, count=count, views=protocols.num_views(views_fn, first),
-                scores=scores, labels=labels, indices=indices)
+                scores=scores, labels=labels, indices=indices,
+                split=split if isinstance(dataset, str) else "")
 
 
 # How reports name the protocols.

@@ -8,15 +8,16 @@ first: 16-bit by 255/65535, floats (taken as 0..1, the convention of float TIFFs
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from typing import Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image
 
 # Modes whose pixels are not 8-bit: PIL reads 16-bit greyscale PNG/TIFF as 'I;16*' (or 'I'), float TIFF as 'F'.
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 class ImageError(ValueError):
@@ -40,15 +41,41 @@ def decode_image(data: bytes, where: str, channels: int = 3) -> np.ndarray:
 
 
 def _decode(file, where: str, channels: int) -> np.ndarray:
-  try:
-    with Image.open(file) as image:
-      image.load()  # Decode now: a truncated file fails here, inside the try.
+  with decoded(file, where) as image:
+    with _named_errors(where):
       return to_uint8(image, channels, where=where)
+
+
+def decoded(file, where: str, shorter_side: Optional[int] = None) -> Image.Image:
+  """The PIL image of `file` (a path or a binary file), decoded whole so that a truncated or broken
+  file fails here, with `load_image`'s errors naming `where`. A JPEG whose shorter side exceeds
+  `shorter_side` is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps it at least that.
+  The caller closes the image."""
+  with _named_errors(where):
+    image = Image.open(file)
+    try:
+      if shorter_side and image.format == "JPEG" and min(image.size) > shorter_side:
+        scale = shorter_side / min(image.size)
+        image.draft(image.mode, (int(image.width * scale), int(image.height * scale)))
+      image.load()  # Decode now: a truncated file fails here, inside the error mapping.
+    except BaseException:
+      image.close()
+      raise
+    return image
+
+
+@contextlib.contextmanager
+def _named_errors(where: str) -> Iterator[None]:
+  """PIL's and the file system's errors as one ImageError naming `where`."""
+  try:
+    yield
   except Image.DecompressionBombError as e:
     raise ImageError(f"{where}: image too large to decode safely ({e})") from None
   except FileNotFoundError:
     raise ImageError(f"{where}: no such image file") from None
-  except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated, broken data
+  except Image.UnidentifiedImageError:  # Its message names an in-memory file's object, not `where`.
+    raise ImageError(f"{where}: not an image file that Pillow can read") from None
+  except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated or broken data, odd modes
     if isinstance(e, ImageError):
       raise
     raise ImageError(f"{where}: cannot decode the image: {e}") from None
@@ -58,7 +85,7 @@ def to_uint8(image: Image.Image, channels: int = 3, where: str = "image") -> np.
   """The uint8 (H, W, channels) pixels of a PIL image of any mode, high bit depths scaled."""
   if channels not in (1, 3):
     raise ImageError(f"{where}: images can be read with 1 or 3 channels, not {channels}")
-  if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
+  if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
     image = Image.fromarray(_scaled_grey(np.asarray(image), image.mode, where), mode="L")
   image = image.convert("L" if channels == 1 else "RGB")
   pixels = np.asarray(image)

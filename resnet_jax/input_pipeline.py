@@ -36,7 +36,30 @@ from PIL import Image
 from resnet_jax import image_ops, images, jpeg, protocols
 
 Example = dict[str, Any]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# torchvision's IMG_EXTENSIONS, matched case-insensitively as its `has_file_allowed_extension` does.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def class_folders(root: str) -> list[str]:
+  """The sorted names of `root`'s folders, links to folders included: torchvision's `find_classes`."""
+  return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
+def class_images(root: str, class_names: Sequence[str]) -> list[tuple[str, int]]:
+  """(path, label) of every image under `root/<class>/` at any depth, the label the class's index in
+  `class_names`: torchvision's `make_dataset` (classes in sorted order, each walked with
+  followlinks=True, the walk's (folder, subfolders, files) tuples sorted, then each folder's files;
+  an image is a file with an IMAGE_EXTENSIONS ending in any case, hidden or not). A class without a
+  folder has no images."""
+  found, labels = [], {name: i for i, name in enumerate(class_names)}
+  for name in sorted(class_names):
+    label, folder = labels[name], os.path.join(root, name)
+    if not os.path.isdir(folder):
+      continue
+    for directory, _, files in sorted(os.walk(folder, followlinks=True)):
+      found += [(os.path.join(directory, f), label) for f in sorted(files)
+                if f.lower().endswith(IMAGE_EXTENSIONS)]
+  return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,7 +86,8 @@ class InMemorySource:
 
 
 class ImageFolderSource:
-  """`root/<class_name>/*.jpg`, ImageNet's usual layout.
+  """`root/<class_name>/**/*.jpg`, ImageNet's usual layout; the images and their order are those of
+  torchvision's `ImageFolder(root).samples` (`class_folders`, `class_images`).
 
   The classes are the sorted folder names of the training split, and every other split takes them
   from there (`class_names`): a validation folder that lacks a class keeps every label right, and one
@@ -74,7 +98,7 @@ class ImageFolderSource:
   def __init__(self, root: str, class_names: Optional[Sequence[str]] = None, channels: int = 3):
     if not os.path.isdir(root):
       raise FileNotFoundError(f"image folder {root!r} does not exist (expected root/<class>/*.jpg)")
-    folders = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    folders = class_folders(root)
     if class_names is None:
       if len(folders) < 2:
         raise ValueError(f"image folder {root!r} has {len(folders)} class folder(s) "
@@ -86,10 +110,7 @@ class ImageFolderSource:
                        f"split does not have (its classes: {', '.join(class_names)})")
     self.classes = self.class_names = list(class_names)
     self.channels = channels
-    folders = set(folders)
-    self.files = [(os.path.join(root, c, f), i) for i, c in enumerate(self.classes) if c in folders
-                  for f in sorted(os.listdir(os.path.join(root, c)))
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+    self.files = class_images(root, self.classes)
     if not self.files:
       raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}/<class>/")
     self.num_classes = len(self.classes)
@@ -142,7 +163,8 @@ class ArrayRecordSource:
 
   def undecoded(self, index: int) -> Example:
     import msgpack
-    record = msgpack.unpackb(self._records[index])
+    # surrogateescape: as prepare packs a class folder's name that is not UTF-8.
+    record = msgpack.unpackb(self._records[index], unicode_errors="surrogateescape")
     return {"data": record["jpeg"], "label": self._labels[record["class"]]}
 
   def __getitem__(self, index: int) -> Example:

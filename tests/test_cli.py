@@ -176,7 +176,7 @@ def test_evaluate_passes_typed_arguments_to_the_library(capsys, monkeypatch):
   calls = []
   def fake(checkpoint, dataset, protocol, **kwargs):
     calls.append((checkpoint, dataset, protocol, kwargs))
-    return types.SimpleNamespace(count=7, views=10, errors={1: 50.0, 5: 25.0})
+    return types.SimpleNamespace(count=7, views=10, errors={1: 50.0, 5: 25.0}, split="test")
   monkeypatch.setattr(evaluate, "evaluate", fake)
   code, out, _ = _run(capsys, "evaluate", "--checkpoint", "ckpt", "--dataset", "digits", "--protocol",
                       "ten_crop", "--scales", "8", "11", "--mean", "84", "--limit", "7")

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 
 from resnet_jax import checkpoints, cli, evaluate, input_pipeline, models, protocols, steps
@@ -151,3 +152,56 @@ def test_center_uses_the_resize_recorded_with_converted_weights(checkpoint, sour
   expected = reference_scores(model, variables, images, views_fn, "softmax")
   np.testing.assert_allclose(np.asarray(recorded.scores)[np.argsort(recorded.indices)], expected,
                              rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data read from a directory: image folders and prepared copies; data that does not fit the model.
+
+def test_evaluate_reads_both_prepared_copies_and_defaults_to_validation(folder_run, tmp_path, capsys):
+  """`prepare` copies of the run's data, folder and ArrayRecord, score alike and label as the source;
+  the split defaults to 'validation', or to 'val' where the copy has no 'validation'."""
+  from resnet_jax import prepare
+  workdir, root = folder_run
+  original = evaluate.evaluate(workdir, "folder", split="val", data_dir=root, per_device_batch=1)
+  results = {}
+  for format in ("folder", "array_record"):
+    out = tmp_path / format
+    prepare.prepare(prepare.folder_items(root), str(out), max_size=64, progress=False, format=format)
+    results[format] = evaluate.evaluate(workdir, format, data_dir=str(out), per_device_batch=1)
+    assert results[format].split == "val"  # No 'validation' in the copy: its 'val'.
+    np.testing.assert_array_equal(np.sort(results[format].labels), np.sort(original.labels))
+    (out / "validation").symlink_to(out / "val", target_is_directory=True)
+    assert cli.main(["evaluate", "--checkpoint", workdir, "--dataset", format,
+                     "--data-dir", str(out)]) == 0
+    assert f" on {format}/validation ({original.count} images)" in capsys.readouterr().out
+  # The same JPEG bytes in both formats: the same scores, example by example.
+  folder, records = results["folder"], results["array_record"]
+  order = lambda r: np.lexsort((r.scores[:, 0], r.labels))
+  np.testing.assert_array_equal(folder.scores[order(folder)], records.scores[order(records)])
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_in_one_line(folder_run, checkpoint, source,
+                                                                    tmp_path, capsys):
+  """Classes or channels that differ from the data's are refused before anything is scored: a
+  3-class RGB run on 10-class grey digits, the 10-class grey model on 3 classes or as RGB, and an
+  image folder whose classes the model lacks."""
+  workdir, _ = folder_run
+  assert cli.main(["evaluate", "--checkpoint", workdir, "--dataset", "digits"]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "has 3 classes and takes 3-channel images" in err
+  assert "digits/test has 10 classes and 1-channel images" in err
+  variables, spec = checkpoints.load_variables(checkpoint[0])
+  three = input_pipeline.InMemorySource(source.images, source.labels % 3, num_classes=3)
+  with pytest.raises(ValueError, match="has 10 classes .* the data has 3 classes"):
+    evaluate.evaluate((variables, spec), three)
+  rgb = input_pipeline.InMemorySource(np.repeat(source.images, 3, -1), source.labels, 10)
+  with pytest.raises(ValueError, match="takes 1-channel images, but the data has 10 classes and "
+                                       "3-channel images"):
+    evaluate.evaluate((variables, spec), rgb)
+  for name in ("wasp", "ant"):  # 'ant' is the model's: one unknown class is enough to refuse.
+    (tmp_path / "validation" / name).mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "validation" / name / "a.png")
+  assert cli.main(["evaluate", "--checkpoint", workdir, "--dataset", "folder",
+                   "--data-dir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "2 classes, 1 of them not among the model's 3 (e.g. 'wasp'" in err

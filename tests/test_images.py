@@ -59,3 +59,27 @@ def test_folder_source_names_a_broken_file(tmp_path):
   source = input_pipeline.ImageFolderSource(str(tmp_path))
   with pytest.raises(images.ImageError, match=r"b/zz.jpg: cannot decode"):
     source[2]
+
+
+def test_decoded_decodes_whole_and_reduces_only_large_jpegs(tmp_path):
+  """A file that only its header can be read of (a truncated JPEG, PIL opens it) fails in `decoded`,
+  naming it; a JPEG larger than `shorter_side` decodes at the smallest DCT scale that keeps it, the
+  pixels libjpeg's scaled decode gives (Pillow's `draft`), and a smaller one in full."""
+  import io
+  rng = np.random.default_rng(0)
+  buffer = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (64, 80, 3), np.uint8)).save(buffer, "JPEG")
+  data = buffer.getvalue()
+  (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+  with Image.open(tmp_path / "cut.jpg") as header:
+    assert header.size == (80, 64)  # Opening reads the header only: not enough to trust a file.
+  with pytest.raises(images.ImageError, match=r"cut.jpg: cannot decode the image"):
+    images.decoded(str(tmp_path / "cut.jpg"), str(tmp_path / "cut.jpg"))
+  with images.decoded(io.BytesIO(data), "x", shorter_side=20) as image:
+    assert image.size == (40, 32)  # 1/2: at 1/4 the shorter side would be 16 < 20.
+    with Image.open(io.BytesIO(data)) as reference:
+      reference.draft("RGB", (40, 32))
+      np.testing.assert_array_equal(np.asarray(image), np.asarray(reference))
+  for side in (None, 64, 100):
+    with images.decoded(io.BytesIO(data), "x", shorter_side=side) as image:
+      assert image.size == (80, 64)

@@ -557,3 +557,39 @@ def test_an_unknown_or_single_class_is_a_one_line_error(tmp_path, digest):
   # Refused before anything is written: at most the workdir's lock file exists.
   assert set(os.listdir(workdir) if os.path.exists(workdir) else []) <= {".lock"}
   assert digest(root) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Image folders list the images torchvision's ImageFolder lists, in its order.
+
+def _awkward_tree(root):
+  """Classes with nested folders, links to a folder and to a file, hidden files and folders, every
+  extension in mixed case, names that sort differently as paths and as walk tuples ('a b', 'a-c',
+  'a/b'), and files that are not images."""
+  tiny = io.BytesIO()
+  Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tiny, "PNG")
+  files = ["cat/1.JPG", "cat/0.jpeg", "cat/.hidden.png", "cat/sub/deep/2.Png", "cat/sub/3.webp",
+           "cat/a b/4.ppm", "cat/a-c/5.BMP", "cat/a/b/6.tif", "cat/a/7.TIFF", "cat/notes.txt",
+           "cat/x.jpg.txt", "dog/8.pgm", "dog/.secret/9.jpg", "outside/10.jpg", "root.jpg"]
+  for name in files:
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_bytes(tiny.getvalue())
+  (root / "empty").mkdir()
+  (root / "linked").symlink_to(root / "outside", target_is_directory=True)  # A class by a link.
+  (root / "dog" / "into_cat").symlink_to(root / "cat" / "sub", target_is_directory=True)
+  (root / "dog" / "file_link.JPEG").symlink_to(root / "cat" / "1.JPG")
+
+
+def test_image_folder_finds_what_torchvision_finds(tmp_path):
+  from resnet_jax._torchvision import import_torchvision
+  datasets = import_torchvision().datasets
+  _awkward_tree(tmp_path)
+  theirs = datasets.ImageFolder(str(tmp_path), allow_empty=True)
+  source = ip.ImageFolderSource(str(tmp_path))
+  assert source.classes == theirs.classes
+  assert source.files == theirs.samples
+  assert len(source.files) > 15  # Links counted as often as torchvision counts them.
+  # Another split numbered by these classes finds the same files with the same labels.
+  again = ip.get_source("folder", tmp_path.name, data_dir=str(tmp_path.parent),
+                        class_names=theirs.classes)
+  assert again.files == theirs.samples
