@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import zlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import grain
 import jax
@@ -97,9 +97,16 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, spec_lib.Mo
   return jax.tree.map(np.asarray, variables), spec
 
 
-def training_meta(spec: spec_lib.ModelSpec) -> dict:
-  """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC)."""
-  return {spec_lib.SPEC_KEY: spec.to_json()}
+CONFIG_KEY = "config"  # A training checkpoint's meta: the config (JSON) of the run that saved it.
+
+
+def training_meta(spec: spec_lib.ModelSpec, config: Optional[dict] = None) -> dict:
+  """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC),
+  and the run's config as JSON when given (what a resumed run is compared with)."""
+  meta = {spec_lib.SPEC_KEY: spec.to_json()}
+  if config is not None:
+    meta[CONFIG_KEY] = config
+  return meta
 
 
 def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, spec_lib.ModelSpec]:
@@ -316,7 +323,7 @@ class TrainCheckpoints:
     return found.state, found.meta
 
   def restore_latest(self, target: dict, data_iterator, metadata: Optional[dict] = None,
-                     ) -> Optional[tuple[dict, dict]]:
+                     check: Optional[Callable[[Step], None]] = None) -> Optional[tuple[dict, dict]]:
     """Restores the newest intact checkpoint into `data_iterator`; the damaged steps newer than it
     are first moved to CHECKPOINTS/damaged/, so that they can never block a later save.
 
@@ -324,6 +331,8 @@ class TrainCheckpoints:
       target: a state of the layout this run trains (checked, not filled in).
       metadata: the model metadata this run would save; the checkpoint's must describe the same
         model (None: not checked).
+      check: called with the newest intact step before anything is moved or restored; it raises
+        to refuse the resume (e.g. a config key that may not change).
 
     Returns:
       (state, metadata), or None when the workdir holds no checkpoint.
@@ -344,6 +353,8 @@ class TrainCheckpoints:
         continue
       if metadata is not None:
         _check_model(found, metadata, self.directory)
+      if check is not None:
+        check(found)
       _check_layout(found, target, self.directory)
       if len(found.positions) != jax.process_count():
         raise WorkdirMismatchError(
