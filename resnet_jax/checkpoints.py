@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import re
+import sys
 import time
+import traceback
 import zlib
 from typing import Any, Callable, Optional
 
@@ -125,6 +127,20 @@ def _quiet_abandoned_read(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("asyncio").addFilter(_quiet_abandoned_read)
+
+
+def _quiet_closed_loop(unraisable, previous=sys.unraisablehook) -> None:
+  """Drops the 'Event loop is closed' that a TensorStore read still pending when a reader gave up
+  on a deleted step raises from its completion callback (Python prints it as 'Exception ignored');
+  every other unraisable exception goes to the hook that was there before."""
+  error = unraisable.exc_value
+  frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+          and any(f.name == "call_soon_threadsafe" for f in frames)):
+    previous(unraisable)
+
+
+sys.unraisablehook = _quiet_closed_loop
 
 
 class _ListingChanged(Exception):

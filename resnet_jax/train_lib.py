@@ -354,8 +354,8 @@ def resumed_config_changes(config: ml_collections.ConfigDict, meta: dict,
 # What the loop does between steps.
 
 def save_checkpoint(ckpts: checkpoints.TrainCheckpoints, layout: sharding.Layout,
-                    spec: spec_lib.ModelSpec, batches: input_pipeline.DeviceIterator, state,
-                    step: int, config_json: dict) -> None:
+                    spec: spec_lib.ModelSpec, config_json: dict,
+                    batches: input_pipeline.DeviceIterator, state, step: int) -> None:
   """The state with the data position after its last batch, the spec naming this step and the
   config (JSON) that trained it."""
   host = serialization.to_state_dict(layout.get_state(state))
@@ -475,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           evaluate_and_log("eval_ema", compiled.eval_fn, steps.ema_view(state), new_eval_batches(),
                            layout, writer, progress, step)
       if due_checkpoint:
-        save_checkpoint(ckpts, layout, spec, batches, state, step, config_json)
+        save_checkpoint(ckpts, layout, spec, config_json, batches, state, step)
         last_checkpoint = step
       if due_log:
         throughput.restart()  # Logging, evaluating and checkpointing are not training time.
