@@ -60,7 +60,13 @@ def main():
   from resnet_jax.models import get_model
 
   archs = convert.TORCHVISION_ARCHS if args.archs == "all" else args.archs.split(",")
-  device = jax.devices()[0]
+  try:
+    device = jax.devices()[0]
+  except Exception as e:  # noqa: BLE001 -- JAX raises RuntimeError or a bare AssertionError.
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"verify_gpu.py: error: JAX finds no {args.device.upper()} here ({detail}); on a machine "
+          "without one, run it with --device cpu", file=sys.stderr)
+    return 2
   print(f"# {datetime.date.today()}  JAX {jax.__version__} on {device.platform} "
         f"({device.device_kind}), torch {torch.__version__} float32 CPU reference")
   print(f"{'arch':18s} {'weights':14s} {'dtype':9s} {'precision':9s} {'inputs':7s} "

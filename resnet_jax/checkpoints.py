@@ -21,8 +21,11 @@ import json
 import logging
 import os
 import re
+import sys
+import time
+import traceback
 import zlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import grain
 import jax
@@ -97,19 +100,100 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, spec_lib.Mo
   return jax.tree.map(np.asarray, variables), spec
 
 
-def training_meta(spec: spec_lib.ModelSpec) -> dict:
-  """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC)."""
-  return {spec_lib.SPEC_KEY: spec.to_json()}
+CONFIG_KEY = "config"  # A training checkpoint's meta: the config (JSON) of the run that saved it.
+
+
+def training_meta(spec: spec_lib.ModelSpec, config: Optional[dict] = None) -> dict:
+  """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC),
+  and the run's config as JSON when given (what a resumed run is compared with)."""
+  meta = {spec_lib.SPEC_KEY: spec.to_json()}
+  if config is not None:
+    meta[CONFIG_KEY] = config
+  return meta
+
+
+# A reader beside a live trainer (keep_checkpoints=1, saving often) may see the step it reads
+# deleted under it; it then starts over from the newest step, this many times at most.
+READ_ATTEMPTS = 30
+
+
+def _quiet_abandoned_read(record: logging.LogRecord) -> bool:
+  """Drops asyncio's 'Task exception was never retrieved' for an Orbax read of a step that a
+  trainer deleted under a reader: the reader has already handled it (a retry), and asyncio would
+  print its traceback when the task is collected, possibly long after."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not (record.getMessage().startswith("Task exception was never retrieved")
+              and error is not None and f"{os.sep}{CHECKPOINTS}{os.sep}" in str(error))
+
+
+logging.getLogger("asyncio").addFilter(_quiet_abandoned_read)
+
+
+def _quiet_closed_loop(unraisable, previous=sys.unraisablehook) -> None:
+  """Drops the 'Event loop is closed' that a TensorStore read still pending when a reader gave up
+  on a deleted step raises from its completion callback (Python prints it as 'Exception ignored');
+  every other unraisable exception goes to the hook that was there before."""
+  error = unraisable.exc_value
+  frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+          and any(f.name == "call_soon_threadsafe" for f in frames)):
+    previous(unraisable)
+
+
+sys.unraisablehook = _quiet_closed_loop
+
+
+class _ListingChanged(Exception):
+  """The workdir's steps changed while a reader read one of them (a trainer saved or deleted)."""
+
+
+def _listed_steps(directory: str) -> tuple:
+  """The renamed-into-place step directories, straight from the file system (Orbax caches)."""
+  try:
+    return tuple(sorted(int(n) for n in os.listdir(directory) if n.isdigit()))
+  except FileNotFoundError:
+    return ()
 
 
 def _load_training_variables(workdir: str, ema: bool = False) -> tuple[dict, spec_lib.ModelSpec]:
+  """The newest step that is intact while it is read. A step that fails to read while the listing
+  changes (a trainer deleting it, a new step renamed into place) is not damaged: the read starts
+  over, after a short pause, at most READ_ATTEMPTS times."""
+  directory = os.path.join(workdir, CHECKPOINTS)
+  for attempt in range(READ_ATTEMPTS):
+    try:
+      return _read_newest_intact(workdir, ema)
+    except _ListingChanged:
+      time.sleep(min(0.01 * 2 ** attempt, 0.5))
+  now = list(_listed_steps(directory))
+  raise CheckpointError(f"training workdir {workdir}: its steps changed under every one of "
+                        f"{READ_ATTEMPTS} reads ({directory} now lists {now}); try again, or read "
+                        "a copy")
+
+
+def _read_newest_intact(workdir: str, ema: bool) -> tuple[dict, spec_lib.ModelSpec]:
   # Read-only: a reader (predict, export, evaluate) never moves or deletes anything, even a damaged
   # step; it skips what the trainer's `read` would refuse, so both agree on what is intact.
+  directory = os.path.join(workdir, CHECKPOINTS)
+  listed = _listed_steps(directory)
+  try:
+    return _read_listed(workdir, ema, directory, listed)
+  except _ListingChanged:
+    raise
+  except Exception:  # Orbax lists each step's metadata: one deleted meanwhile fails it.
+    if _listed_steps(directory) != listed:
+      raise _ListingChanged() from None
+    raise
+
+
+def _read_listed(workdir: str, ema: bool, directory: str, listed: tuple):
   with TrainCheckpoints(workdir, keep=None, async_save=False, read_only=True) as checkpoints:
     for step in reversed(checkpoints.steps()):
       try:
         found = checkpoints.read(step)
       except DamagedStepError as e:
+        if _listed_steps(directory) != listed or step not in listed:
+          raise _ListingChanged() from None
         log.warning("skipping it: %s", e)
         continue
       state = found.state
@@ -316,7 +400,7 @@ class TrainCheckpoints:
     return found.state, found.meta
 
   def restore_latest(self, target: dict, data_iterator, metadata: Optional[dict] = None,
-                     ) -> Optional[tuple[dict, dict]]:
+                     check: Optional[Callable[[Step], None]] = None) -> Optional[tuple[dict, dict]]:
     """Restores the newest intact checkpoint into `data_iterator`; the damaged steps newer than it
     are first moved to CHECKPOINTS/damaged/, so that they can never block a later save.
 
@@ -324,6 +408,8 @@ class TrainCheckpoints:
       target: a state of the layout this run trains (checked, not filled in).
       metadata: the model metadata this run would save; the checkpoint's must describe the same
         model (None: not checked).
+      check: called with the newest intact step before anything is moved or restored; it raises
+        to refuse the resume (e.g. a config key that may not change).
 
     Returns:
       (state, metadata), or None when the workdir holds no checkpoint.
@@ -344,6 +430,8 @@ class TrainCheckpoints:
         continue
       if metadata is not None:
         _check_model(found, metadata, self.directory)
+      if check is not None:
+        check(found)
       _check_layout(found, target, self.directory)
       if len(found.positions) != jax.process_count():
         raise WorkdirMismatchError(

@@ -46,6 +46,51 @@ class Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class Number:
+  """An argparse `type`: a finite int or float in [low, high]; anything else is a usage error that
+  names the option and the range (argparse adds the option's name)."""
+
+  def __init__(self, kind: type, low: Optional[float] = None, high: Optional[float] = None, *,
+               low_open: bool = False):
+    self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+    self.__name__ = kind.__name__  # argparse's fallback wording names the type by it.
+
+  def describe(self) -> str:
+    what = "an integer" if self.kind is int else "a finite number"
+    if self.low is not None and self.high is not None:
+      return f"{what} in {'(' if self.low_open else '['}{self.low}, {self.high}]"
+    if self.low is not None:
+      return f"{what} {'>' if self.low_open else '>='} {self.low}"
+    return what
+
+  def __call__(self, text: str):
+    import math
+    try:
+      value = self.kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}") from None
+    if (not math.isfinite(value) or (self.low is not None and (
+        value <= self.low if self.low_open else value < self.low))
+        or (self.high is not None and value > self.high)):
+      raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+    return value
+
+
+POSITIVE_INT = Number(int, 1)
+NONNEGATIVE_INT = Number(int, 0)
+FINITE = Number(float)
+POSITIVE = Number(float, 0, low_open=True)
+
+# Terminal escape codes (colours, bold) that some libraries put in their messages, e.g. torch's
+# weights-only refusal: an error printed to a log or a non-terminal must be plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def error_line(error: BaseException) -> str:
+  """How a user error is printed: its message without terminal escape codes."""
+  return _ANSI.sub("", str(error))
+
+
 def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str],
                               ema: bool = False):
   """(state_dict as numpy, arch, transform, path) for a weights name, path or URL."""
@@ -284,7 +329,7 @@ def _train(parser: argparse.ArgumentParser, args, overrides: Sequence[str], debu
   except (*train_lib.USER_ERRORS, ImportError, OSError, ValueError) as e:
     if debug:
       raise
-    print(f"{parser.prog}: error: {e}", file=sys.stderr)
+    print(f"{parser.prog}: error: {error_line(e)}", file=sys.stderr)
     return 2
   print(f"final: eval {describe_evaluation(result)}")
   return 0
@@ -337,12 +382,12 @@ def _prepare_parser(sub) -> None:
   p.add_argument("source", help="image folder (root/[split/]class/*.jpg), or a TFDS name with "
                                 "--tfds-splits")
   p.add_argument("out", help="output image folder; run the same command again to resume")
-  p.add_argument("--max-size", type=int, default=320, help="largest shorter side, in pixels")
-  p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+  p.add_argument("--max-size", type=POSITIVE_INT, default=320, help="largest shorter side, in pixels")
+  p.add_argument("--quality", type=Number(int, 1, 100), default=90, help="JPEG quality of re-encoded images")
   p.add_argument("--tfds-splits", help="comma-separated splits of the TFDS dataset SOURCE "
                                        "(default: none, SOURCE is an image folder)")
   p.add_argument("--data-dir", help="TFDS data_dir (default: ~/tensorflow_datasets)")
-  p.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: one per CPU)")
+  p.add_argument("--workers", type=POSITIVE_INT, default=os.cpu_count(), help="threads (default: one per CPU)")
   p.add_argument("--format", default="folder", choices=("folder", "array_record"),
                  help="an image folder, or ArrayRecord shards (config.source='array_record')")
   p.add_argument("--layout", default="auto", choices=("auto", "splits", "classes"),
@@ -373,23 +418,23 @@ def _evaluate_parser(sub) -> None:
                       "and scales: the model must have been trained with them)")
   p.add_argument("--average", choices=protocols.AVERAGES, default="softmax",
                  help="average softmax probabilities or logits over the views")
-  p.add_argument("--mean", type=float, nargs="+",
+  p.add_argument("--mean", type=FINITE, nargs="+",
                  help="per-channel mean, 0-255 scale (default: the checkpoint's)")
-  p.add_argument("--std", type=float, nargs="+",
+  p.add_argument("--std", type=POSITIVE, nargs="+",
                  help="per-channel standard deviation, 0-255 scale (default: the checkpoint's)")
-  p.add_argument("--image-size", type=int,
+  p.add_argument("--image-size", type=POSITIVE_INT,
                  help="the model's input (crop) size (default: the checkpoint's)")
-  p.add_argument("--resize-size", type=int,
+  p.add_argument("--resize-size", type=POSITIVE_INT,
                  help="shorter side before cropping (default: the checkpoint's resize for center, "
                       "image size x 256/224 for ten_crop)")
-  p.add_argument("--scales", type=int, nargs="+",
+  p.add_argument("--scales", type=POSITIVE_INT, nargs="+",
                  help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
-  p.add_argument("--per-device-batch", type=int, default=16, help="views per device per call")
-  p.add_argument("--images-per-call", type=int, default=64,
+  p.add_argument("--per-device-batch", type=POSITIVE_INT, default=16, help="views per device per call")
+  p.add_argument("--images-per-call", type=POSITIVE_INT, default=64,
                  help="images decoded and resized per batch of calls (host memory)")
   p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
                  help="compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU)")
-  p.add_argument("--limit", type=int, help="evaluate only the first N examples (default: all)")
+  p.add_argument("--limit", type=POSITIVE_INT, help="evaluate only the first N examples (default: all)")
   p.set_defaults(run=cmd_evaluate)
 
 
@@ -423,10 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("convert", help="torchvision weights -> Orbax checkpoint of Flax variables")
   _weights_arguments(p, torchvision_weights)
   p.add_argument("--out", required=True, help="new checkpoint directory")
-  p.add_argument("--num-classes", type=int,
+  p.add_argument("--num-classes", type=NONNEGATIVE_INT,
                  help="replace the classifier by a new one with this many outputs (0: none; "
                       "default: keep the file's)")
-  p.add_argument("--seed", type=int, default=0, help="seed of a new classifier")
+  p.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="seed of a new classifier")
   p.set_defaults(run=cmd_convert)
 
   p = sub.add_parser("verify", help="compare the converted model with torchvision's on the same inputs")
@@ -436,17 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
                  help="compute dtype of the Flax model")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"),
                  help="JAX matmul precision")
-  p.add_argument("--batch", type=int, default=4, help="random inputs per batch")
-  p.add_argument("--size", type=int, default=224, help="side of the random inputs")
-  p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (and random weights)")
+  p.add_argument("--batch", type=POSITIVE_INT, default=4, help="random inputs per batch")
+  p.add_argument("--size", type=POSITIVE_INT, default=224, help="side of the random inputs")
+  p.add_argument("--seed", type=NONNEGATIVE_INT, default=0,
+                 help="seed of the random inputs (and random weights)")
   p.add_argument("--no-photos", action="store_true", help="skip scikit-image's sample photos")
-  p.add_argument("--rtol", type=float, help="max relative error of the logits (default per dtype)")
-  p.add_argument("--min-top1", type=float, help="min top-1 agreement, 0..1 (default per dtype)")
+  p.add_argument("--rtol", type=Number(float, 0), help="max relative error of the logits (default per dtype)")
+  p.add_argument("--min-top1", type=Number(float, 0, 1), help="min top-1 agreement, 0..1 (default per dtype)")
   p.set_defaults(run=cmd_verify)
 
   p = sub.add_parser("predict", help="print the top classes of images")
   _weights_arguments(p, torchvision_weights + ", or a checkpoint directory")
-  p.add_argument("--top", type=int, default=5, help="classes to print per image")
+  p.add_argument("--top", type=POSITIVE_INT, default=5, help="classes to print per image")
   p.add_argument("--json", action="store_true",
                  help="print one JSON object per image (image, top: class, name, probability)")
   p.add_argument("images", nargs="+", help="image files")
@@ -494,7 +540,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (_Error, ImportError, OSError, ValueError) as e:
     if args.debug:
       raise
-    print(f"resnet-jax {args.command}: error: {e}", file=sys.stderr)
+    print(f"resnet-jax {args.command}: error: {error_line(e)}", file=sys.stderr)
     return 2
 
 

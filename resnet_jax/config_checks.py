@@ -1,15 +1,17 @@
 """Checks of every training config key: one rule per key, each error one line naming the key.
 
 `RULES` maps each key of configs/default.py (dotted for nested ones) to a check that returns what
-was expected, or None when the value is fine; `CROSS_CHECKS` relate keys to each other. A new key
-gets its rule here, beside the others (tests/test_configs.py fails for a key without one).
+was expected, or None when the value is fine; `CROSS_CHECKS` relate keys to each other; `ON_RESUME`
+says which keys a resumed run may change. A new key gets its rule and its resume rule here, beside
+the others (tests/test_configs.py fails for a key without them).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import ml_collections
 
@@ -281,3 +283,174 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problem = check(config)
     if problem:
       raise _error(problem[0], _get(config, problem[0]), problem[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# On resume: which keys a rerun of a workdir may change. A resumed run continues the saved state and
+# data position; a key that shaped them must keep its value, or the run is no longer the one that
+# `config.json` and the checkpoints describe. tests/test_configs.py walks every key of
+# configs/default.py through this table, so a new key gets its line here too.
+
+
+class ResumeRule(NamedTuple):
+  may_change: bool
+  why: str  # For a fixed key: what a change would silently break (the refusal says it).
+
+
+def _free(why: str) -> ResumeRule:
+  return ResumeRule(True, why)
+
+
+def _fixed(why: str) -> ResumeRule:
+  return ResumeRule(False, why)
+
+
+_MODEL = _fixed("the saved weights are of this model")
+_DATA = _fixed("the saved data position indexes this data's shuffled order")
+_AUGMENT = _fixed("the rest of the run would see other inputs than its first part")
+_OPTIMIZER = _fixed("the saved optimizer state and learning-rate schedule are of this recipe")
+_LOSS = _fixed("the rest of the run would minimise another loss than its first part")
+_EVAL = _fixed("the evaluation curve would mix two measures")
+_EMA = _fixed("the saved EMA was averaged this way")
+_LENGTH = _free("a run may be lengthened or shortened; schedules that depend on its length (cosine, "
+                "poly, the EMA's decay bound) follow the new length from the resumed step on")
+_CADENCE = _free("when things are logged, evaluated or saved does not change the trained state")
+_SPEED = _free("how fast the input is read, not what is read")
+_LAUNCH = _free("how the processes find each other (their number is checked against the checkpoint)")
+
+ON_RESUME: dict[str, ResumeRule] = {
+    # Model.
+    "model": _MODEL,
+    "model_overrides": _MODEL,
+    "num_classes": _MODEL,
+    "dtype": _fixed("every step's arithmetic is of this dtype ('auto' compares as written)"),
+    "init_from": _free("only a fresh run reads it; a resumed one starts from its own checkpoint"),
+    # Data.
+    "source": _DATA,
+    "dataset": _DATA,
+    # A moved dataset is the same data; its class list and model are still checked against the
+    # checkpoint's spec, and its size through the data position.
+    "data_dir": _free("a path: the same data moved elsewhere"),
+    "train_split": _DATA,
+    "eval_split": _EVAL,
+    "synthetic_examples": _DATA,
+    "seed": _fixed("the saved data position indexes this seed's shuffle; augmentation and MixUp "
+                   "draws are keyed by it"),
+    "ra_sampler": _DATA,
+    "ra_reps": _DATA,
+    "image_size": _AUGMENT,
+    "train_crop_size": _AUGMENT,
+    "augment": _AUGMENT,
+    "auto_augment": _AUGMENT,
+    "ra_magnitude": _AUGMENT,
+    "augmix_severity": _AUGMENT,
+    "random_erase": _AUGMENT,
+    "fast_decode": _fixed("reduced-scale JPEG decoding gives other pixels than full decoding"),
+    "mean": _MODEL,
+    "std": _MODEL,
+    "eval_protocol": _EVAL,
+    "eval_crop_fraction": _EVAL,
+    "val_resize_size": _EVAL,
+    "val_crop_size": _EVAL,
+    "num_data_threads": _SPEED,
+    "prefetch_batches": _SPEED,
+    "data_processes": _fixed("the saved data position holds one entry per input worker process"),
+    # Optimisation.
+    "batch_size": _fixed("the saved data position counts batches of this size, and the learning "
+                         "rate is scaled by it"),
+    "num_epochs": _LENGTH,
+    "num_train_steps": _LENGTH,
+    "base_learning_rate": _OPTIMIZER,
+    "learning_rate": _OPTIMIZER,
+    "lr_schedule": _OPTIMIZER,
+    "schedule_unit": _OPTIMIZER,
+    "lr_boundaries": _OPTIMIZER,
+    "lr_decay_factor": _OPTIMIZER,
+    "warmup": _OPTIMIZER,
+    "warmup_type": _OPTIMIZER,
+    "warmup_factor": _OPTIMIZER,
+    "lr_end": _OPTIMIZER,
+    "lr_power": _OPTIMIZER,
+    "optimizer": _OPTIMIZER,
+    "momentum": _OPTIMIZER,
+    "nesterov": _OPTIMIZER,
+    "weight_decay": _OPTIMIZER,
+    "weight_decay_exclude_bn_bias": _OPTIMIZER,
+    "norm_weight_decay": _OPTIMIZER,
+    "bias_weight_decay": _OPTIMIZER,
+    "clip_grad_norm": _OPTIMIZER,
+    "grad_accum_steps": _fixed("BatchNorm's statistics are taken per micro-batch"),
+    "label_smoothing": _LOSS,
+    "mixup_alpha": _LOSS,
+    "cutmix_alpha": _LOSS,
+    "model_ema": _EMA,
+    "model_ema_steps": _EMA,
+    "model_ema_decay": _EMA,
+    # Devices.
+    "parallelism": _fixed("BatchNorm's statistics and the batch's split over devices follow it"),
+    "sync_batch_norm": _fixed("BatchNorm's statistics are per device or global by it"),
+    "distributed.initialize": _LAUNCH,
+    "distributed.coordinator_address": _LAUNCH,
+    "distributed.num_processes": _LAUNCH,
+    "distributed.process_id": _LAUNCH,
+    # Loop, logging, checkpoints.
+    "log_every_steps": _CADENCE,
+    "eval_every_steps": _CADENCE,
+    "checkpoint_every_steps": _CADENCE,
+    "keep_checkpoints": _CADENCE,
+    "async_checkpoints": _CADENCE,
+    "progress_bar": _free("what is shown while training"),
+}
+
+
+def as_json(config: ml_collections.ConfigDict) -> dict:
+  """The config as JSON holds it (`config.json`, a checkpoint's meta): references resolved, tuples
+  as lists."""
+  return json.loads(config.to_json())
+
+
+def flat_values(config: Any) -> dict[str, Any]:
+  """{dotted key: value} of a config or of its JSON (`config.json`, a checkpoint's meta), values as
+  JSON has them, so that a saved config and a live one compare equal."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = as_json(config)
+  out = {}
+
+  def visit(prefix: str, tree: dict) -> None:
+    for key, value in tree.items():
+      if isinstance(value, dict) and key != "model_overrides":
+        visit(f"{prefix}{key}.", value)
+      else:
+        out[prefix + key] = json.loads(json.dumps(value))
+  visit("", config)
+  return out
+
+
+def resume_changes(trained: Any, asked: Any) -> list[tuple[str, Any, Any]]:
+  """The keys that differ between the config a workdir was trained with and the one asked for now.
+
+  Args:
+    trained: the saved config (a ConfigDict or its JSON).
+    asked: this run's config.
+
+  Returns:
+    (key, trained value, asked value) for each difference, all of keys that may change on resume.
+
+  Raises:
+    ConfigError: one line naming the first key that may not change, its two values and why. A key
+      that is not in `ON_RESUME` counts as one that may not; one that only one side has (added or
+      removed since the run was trained) is not compared.
+  """
+  old, new = flat_values(trained), flat_values(asked)
+  changes = []
+  for key in new:
+    if key not in old or old[key] == new[key]:
+      continue
+    rule = ON_RESUME.get(key, ResumeRule(False, "it has no rule in config_checks.ON_RESUME"))
+    if not rule.may_change:
+      raise ConfigError(
+          f"config.{key}: this run was trained with {old[key]!r}; you asked for {new[key]!r} (it "
+          f"may not change on resume: {rule.why}). Resume with {old[key]!r}, or use another "
+          "workdir; nothing was changed")
+    changes.append((key, old[key], new[key]))
+  return changes

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import logging
 import math
 import os
 import zlib
@@ -197,14 +198,38 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str, data_dir: Optional[str] = None):
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this needs it.
+    where = data_dir or "~/tensorflow_datasets"
+    prepare = (f"prepare it once with TensorFlow installed: `tfds build {name} --data_dir {where} "
+               "--file_format=array_record` (see resnet_jax/input_pipeline.py)")
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # TFDS warns of each missing folder; the error below says it.
     try:
-      builder = tfds.builder(name, data_dir=data_dir or None)
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"; all mean the same here.
-      raise FileNotFoundError(
-          f"TFDS dataset {name!r} (split {split!r}) is not prepared in "
-          f"{data_dir or '~/tensorflow_datasets'}: {e}\nPrepare it once with TensorFlow installed: "
-          f"`tfds build {name} --file_format=array_record` (see resnet_jax/input_pipeline.py)") from e
+      try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+      except tfds.core.registered.DatasetNotFoundError:  # Its message lists every dataset (250 lines).
+        raise FileNotFoundError(f"{name!r} is not a TFDS dataset name (the catalog: "
+                                "https://www.tensorflow.org/datasets/catalog)") from None
+      if not builder.is_prepared():
+        raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {where}: {prepare}")
+      try:
+        self._source = tfds.data_source(name, split=split, data_dir=data_dir or None,
+                                        download=False)
+      except Exception as e:  # TFDS raises several types; the two causes users meet are named.
+        fmt = str(getattr(builder.info.file_format, "value", builder.info.file_format))
+        if "array_record" not in fmt and "parquet" not in fmt:
+          raise FileNotFoundError(
+              f"TFDS dataset {name!r} is prepared in {builder.data_dir} as {fmt} files, which "
+              f"cannot be read at random; {prepare} (into another data_dir, or after deleting "
+              "that one)") from None
+        if split not in builder.info.splits:
+          raise FileNotFoundError(f"TFDS dataset {name!r} has no split {split!r} (its splits: "
+                                  f"{', '.join(sorted(builder.info.splits))})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(f"TFDS dataset {name!r} (split {split!r}) in {where} cannot be "
+                                f"read: {type(e).__name__}: {first}") from e
+    finally:
+      absl_log.setLevel(level)
     self.num_classes = builder.info.features["label"].num_classes
     self.class_names = tuple(builder.info.features["label"].names)
 

@@ -101,12 +101,14 @@ class MetricWriter:
     self.workdir = workdir
     self.run_name = os.path.basename(os.path.abspath(workdir))
     self._start: Optional[int] = None
-    self._config = None
+    self._config, self._changes = None, []
     self._jsonl = self._tb = None
 
-  def start(self, step: int, config=None) -> None:
-    """Records where this run starts; the config is logged (text and hparams) by a fresh run."""
-    self._start, self._config = step, config
+  def start(self, step: int, config=None, changes=()) -> None:
+    """Records where this run starts; the config is logged (text and hparams) by a fresh run, and
+    by a resumed one whose config `changes` ((key, old, new) of keys that may change on resume):
+    config.json then holds the new config, and config_changes.jsonl what changed at which step."""
+    self._start, self._config, self._changes = step, config, list(changes)
 
   @property
   def path(self) -> str:
@@ -123,6 +125,11 @@ class MetricWriter:
                              purge_step=start + 1, filename_suffix=f".{time.time_ns()}")
     if not start and self._config is not None:
       self._log_config(self._config)
+    elif self._changes and self._config is not None:
+      self._write_config_json(self._config)
+      with open(os.path.join(self.workdir, "config_changes.jsonl"), "a") as f:
+        for key, old, new in self._changes:
+          f.write(json.dumps({"step": int(start), "key": key, "old": old, "new": new}) + "\n")
 
   def _drop_records_after(self, step: Optional[int]) -> None:
     """Keeps the records up to `step` (None: all), and drops a line cut short by a crash."""
@@ -142,9 +149,7 @@ class MetricWriter:
 
   def _log_config(self, config) -> None:
     from tensorboardX.summary import hparams
-    with open(os.path.join(self.workdir, "config.json"), "w") as f:  # for plots and scripts
-      json.dump(json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config), f,
-                indent=1, sort_keys=True)
+    self._write_config_json(config)
     # Indented four spaces: TensorBoard's text plugin renders markdown, this as a code block.
     self._tb.add_text("config", "\n".join("    " + line for line in str(config).splitlines()), 0)
     flat = _flat_config(config)
@@ -152,6 +157,13 @@ class MetricWriter:
     metrics = {f"eval/{k}": None for k in ("top1", "top5", "loss")}
     for summary in hparams(flat, metrics):
       self._tb.file_writer.add_summary(summary)
+
+  def _write_config_json(self, config) -> None:
+    path = os.path.join(self.workdir, "config.json")  # for plots, scripts and resumed runs
+    with open(path + ".tmp", "w") as f:
+      json.dump(json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config), f,
+                indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
   def write(self, step: int, split: str, scalars: dict) -> None:
     if not self.enabled:

@@ -256,7 +256,9 @@ def _check_finite(history: list[dict], first_step: int, last_checkpoint: Optiona
           f"the training loss or the updated parameters are not finite at step {first_step + i + 1} "
           f"(loss {scalars['loss']}); stopping without "
           f"saving this state. The last checkpoint (step {last_checkpoint}) is intact: lower "
-          "config.learning_rate, add config.warmup or check the data, then restart")
+          "config.learning_rate, add config.warmup or check the data, then train again in a new "
+          "workdir (a resumed run keeps its recipe; config.init_from=THIS_WORKDIR starts from the "
+          "last checkpoint's weights)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,33 +312,55 @@ def compile_steps(config: ml_collections.ConfigDict, spec: spec_lib.ModelSpec,
 def restore_or_initialize(config: ml_collections.ConfigDict, compiled: Compiled, data: Data,
                           spec: spec_lib.ModelSpec, ckpts: checkpoints.TrainCheckpoints,
                           batches: input_pipeline.DeviceIterator
-                          ) -> tuple[steps.TrainState, Optional[int]]:
-  """(host state, the step it was restored from): the newest intact checkpoint, which also moves
-  `batches` to its data position; else `init_from`'s weights or a fresh state, and None."""
+                          ) -> tuple[steps.TrainState, Optional[int], list]:
+  """(host state, the step it was restored from, the config keys changed since): the newest intact
+  checkpoint, which also moves `batches` to its data position, refused when the config changed a
+  key that may not change (config_checks.ON_RESUME); else `init_from`'s weights or a fresh state,
+  None and []."""
   state = initial_state(compiled.model, compiled.tx, data.image_shape, config.seed, config.model_ema)
+  workdir = os.path.dirname(ckpts.directory)
+  check = lambda found: changes.extend(resumed_config_changes(config, found.meta, workdir))
+  changes = []
   restored = ckpts.restore_latest(serialization.to_state_dict(state), batches,
-                                  checkpoints.training_meta(spec))
+                                  checkpoints.training_meta(spec), check=check)
   if restored is not None:
     state = serialization.from_state_dict(state, restored[0])
-    log.info("resumed from the checkpoint of step %d in %s", int(state.step),
-             os.path.dirname(ckpts.directory))
-    return state, int(state.step)
+    log.info("resumed from the checkpoint of step %d in %s", int(state.step), workdir)
+    for key, old, new in changes:
+      log.info("config.%s changed on resume: %r -> %r", key, old, new)
+    return state, int(state.step), changes
   if config.init_from:
     state = load_pretrained(state, config.init_from, expected=spec)
     log.info("initialised from %s", config.init_from)
-  return state, None
+  return state, None, []
+
+
+def resumed_config_changes(config: ml_collections.ConfigDict, meta: dict,
+                           workdir: str) -> list[tuple[str, Any, Any]]:
+  """`config_checks.resume_changes` against the config a checkpoint was saved with: its meta's, or
+  for a checkpoint written before configs were saved there, WORKDIR/config.json (none: unchecked)."""
+  trained = meta.get(checkpoints.CONFIG_KEY)
+  if trained is None:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+      log.warning("%s records no config: the resumed run's config is not checked", workdir)
+      return []
+    with open(path) as f:
+      trained = json.load(f)
+  return config_checks.resume_changes(trained, config)
 
 
 # ----------------------------------------------------------------------------------------------
 # What the loop does between steps.
 
 def save_checkpoint(ckpts: checkpoints.TrainCheckpoints, layout: sharding.Layout,
-                    spec: spec_lib.ModelSpec, batches: input_pipeline.DeviceIterator, state,
-                    step: int) -> None:
-  """The state with the data position after its last batch and the spec naming this step."""
+                    spec: spec_lib.ModelSpec, config_json: dict,
+                    batches: input_pipeline.DeviceIterator, state, step: int) -> None:
+  """The state with the data position after its last batch, the spec naming this step and the
+  config (JSON) that trained it."""
   host = serialization.to_state_dict(layout.get_state(state))
   spec = spec.replace(source=dict(spec.source, step=step))
-  ckpts.save(step, host, batches.get_state(), checkpoints.training_meta(spec))
+  ckpts.save(step, host, batches.get_state(), checkpoints.training_meta(spec, config_json))
 
 
 def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) -> set[int]:
@@ -415,7 +439,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batches = train_batches(config, data, layout)
     cleanup.callback(batches.close)  # Stops config.data_processes' workers now, not at exit.
     # Restored before anything else is written, so a refused workdir is left as it was.
-    state, last_checkpoint = restore_or_initialize(config, compiled, data, spec, ckpts, batches)
+    state, last_checkpoint, changes = restore_or_initialize(config, compiled, data, spec, ckpts,
+                                                            batches)
     state = layout.put_state(state)
     writer = MetricWriter(workdir)
     cleanup.callback(writer.close)
@@ -425,7 +450,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cleanup.callback(progress.close)
     evals = eval_steps(config.eval_every_steps, steps_per_epoch, total_steps)
     throughput = Throughput(config.batch_size)
-    writer.start(start, config)
+    writer.start(start, config, changes)
+    config_json = config_checks.as_json(config)  # Saved with each checkpoint.
     new_eval_batches = functools.partial(eval_batches, config, data, layout)
     pending, result = [], {}
     for step in range(start + 1, total_steps + 1):
@@ -449,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           evaluate_and_log("eval_ema", compiled.eval_fn, steps.ema_view(state), new_eval_batches(),
                            layout, writer, progress, step)
       if due_checkpoint:
-        save_checkpoint(ckpts, layout, spec, batches, state, step)
+        save_checkpoint(ckpts, layout, spec, config_json, batches, state, step)
         last_checkpoint = step
       if due_log:
         throughput.restart()  # Logging, evaluating and checkpointing are not training time.

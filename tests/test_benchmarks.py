@@ -1,7 +1,12 @@
 """Smoke tests of benchmarks/throughput.py and input_pipeline.py: it runs end to end and reports what it measured (no timing asserted)."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+
+import pytest
 
 
 def test_throughput_benchmark_runs(tmp_path, torchvision, capsys, benchmark):
@@ -26,3 +31,16 @@ def test_input_pipeline_benchmark_runs(torchvision, capsys, benchmark):
   lines = capsys.readouterr().out.strip().splitlines()
   assert "| torchvision DataLoader, uint8 out |" in "\n".join(lines)
   assert re.fullmatch(r"input pipeline: resnet_jax/torchvision = \d+\.\d\dx at 1 workers", lines[-1])
+
+
+def test_verify_gpu_without_a_gpu_is_one_line_naming_the_cpu_flag():
+  import importlib.util
+  if importlib.util.find_spec("jax_cuda12_plugin") or importlib.util.find_spec("jax_cuda13_plugin"):
+    pytest.skip("a CUDA plugin is installed: the GPU path is the one to check here")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "verify_gpu.py"),
+                         "--archs", "resnet18"], cwd=root, capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=root), timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("verify_gpu.py: error: JAX finds no GPU")
+  assert "--device cpu" in proc.stderr and "Traceback" not in proc.stderr

@@ -305,3 +305,69 @@ def test_a_spec_and_the_first_metadata_compare_field_by_field():
       "std: [105.0] -> [100.0]"]
   assert checkpoints.model_differences(dict(legacy, model_overrides={"in_channels": 3}), described) == [
       "in_channels: 3 -> 1", "model_overrides: {} -> {'stage_sizes': [1, 1, 1]}"]
+
+
+# An evaluation job beside training: reader threads that read a workdir until told to stop, and
+# print each read's step (or its failure) as a JSON line.
+READERS = r"""
+import json, os, sys, threading
+import jax
+import numpy as np
+from resnet_jax import checkpoints
+workdir, stop = sys.argv[1], sys.argv[2]
+lock = threading.Lock()
+
+def reader():
+  last = 0
+  while not os.path.exists(stop):
+    if not checkpoints._listed_steps(os.path.join(workdir, "checkpoints")):
+      continue
+    try:
+      variables, spec = checkpoints.load_variables(workdir)
+      step = spec.source["step"]
+      finite = all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+      line = {"step": step, "ok": bool(finite and step >= last)}
+      last = step
+    except Exception as e:
+      line = {"error": f"{type(e).__name__}: {e}"}
+    with lock:
+      print(json.dumps(line), flush=True)
+
+threads = [threading.Thread(target=reader) for _ in range(2)]
+for t in threads:
+  t.start()
+for t in threads:
+  t.join()
+"""
+
+
+def test_readers_beside_a_trainer_that_saves_every_step_and_keeps_one(tmp_path, digits_config_file):
+  """The issue's set-up: train.py saves every step and keeps 1, so each step a reader picks is soon
+  deleted under it. A reader process (two threads, as an evaluation job beside training) reads
+  throughout; each read returns an intact step (checksummed), steps never go backwards for a
+  reader, and nothing prints a traceback (Orbax's asyncio tasks included)."""
+  import json
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root)
+  config = digits_config_file(tmp_path / "tiny.py", steps=30, lr_boundaries=(), checkpoint_every=1)
+  workdir, stop = tmp_path / "run", tmp_path / "stop"
+  readers = subprocess.Popen([sys.executable, "-c", READERS, str(workdir), str(stop)], cwd=root,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    trainer = subprocess.run(
+        [sys.executable, os.path.join(root, "train.py"), f"--config={config}",
+         f"--workdir={workdir}", "--config.keep_checkpoints=1", "--config.image_size=8"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  finally:
+    stop.touch()
+    out, err = readers.communicate(timeout=120)
+  assert trainer.returncode == 0, trainer.stderr[-3000:]
+  assert readers.returncode == 0, err[-3000:]
+  lines = [json.loads(line) for line in out.splitlines()]
+  assert not [line for line in lines if "error" in line], lines[:3]
+  assert all(line["ok"] for line in lines)
+  steps = [line["step"] for line in lines]
+  assert len(steps) >= 10 and len(set(steps)) >= 3, steps  # Reads overlapped many saves.
+  assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]

@@ -403,3 +403,108 @@ def test_conversion_refuses_integer_and_nonfinite_weights(capsys, resnet18, tmp_
   assert code == 0, err
   assert np.isnan(checkpoints.load_variables(str(tmp_path / "c"))[0]["params"]["layer1_0"]["conv1"][
       "kernel"]).sum() == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Every numeric option of every command is range-checked at parse time, in one line.
+
+def _subparsers(parser):
+  actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+  return dict(actions[0].choices) if actions else {}
+
+
+def _numeric_options():
+  """(command, option, action) for every option that takes a number, found by walking the parsers:
+  a typed one, or one whose default is a number (an option added without a type)."""
+  out = []
+  for command, sub in sorted(_subparsers(cli.build_parser()).items()):
+    for action in sub._actions:
+      default_is_number = isinstance(action.default, (int, float)) and not isinstance(action.default,
+                                                                                       bool)
+      if action.option_strings and (action.type is not None or default_is_number):
+        out.append(pytest.param(command, action.option_strings[-1], action,
+                                id=f"{command}{action.option_strings[-1]}"))
+  return out
+
+
+NUMERIC = _numeric_options()
+
+
+def test_the_walk_finds_the_issues_options():
+  found = {(p.values[0], p.values[1]) for p in NUMERIC}
+  assert {("predict", "--top"), ("evaluate", "--limit"), ("evaluate", "--per-device-batch"),
+          ("prepare", "--quality"), ("verify", "--min-top1"), ("convert", "--num-classes")} <= found
+
+
+def _out_of_range(number: cli.Number) -> list:
+  bad = ["nan", "inf", "x"]
+  if number.low is not None:
+    bad.append(str(number.low if number.low_open else number.low - 1))
+  if number.high is not None:
+    bad.append(str(number.high + 1))
+  return bad
+
+
+@pytest.mark.parametrize("command, option, action", NUMERIC)
+def test_a_numeric_option_out_of_range_is_one_line_naming_it(command, option, action, capsys):
+  assert isinstance(action.type, cli.Number), (
+      f"{command} {option}: give it a range, e.g. type=cli.POSITIVE_INT (resnet_jax/cli.py)")
+  assert action.default is None or action.type(str(action.default)) == action.default
+  for text in _out_of_range(action.type):
+    with pytest.raises(SystemExit) as exit_:
+      cli.main([command, f"{option}={text}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: argument {option}: expected " in err, (text, err)
+    assert f"got {text!r}" in err
+
+
+def test_the_issues_options_in_range_still_parse():
+  parser = cli.build_parser()
+  args, _ = parser.parse_known_args(["predict", "--weights", "w", "--top", "3", "x.png"])
+  assert args.top == 3
+  args, _ = parser.parse_known_args(["evaluate", "--checkpoint", "c", "--dataset", "digits",
+                                     "--limit", "5", "--std", "0.5", "--mean", "-1"])
+  assert (args.limit, args.std, args.mean) == (5, [0.5], [-1.0])
+
+
+def test_an_error_is_printed_without_terminal_escape_codes(monkeypatch, capsys):
+  def fails(args):
+    raise ValueError("\x1b[1mWeights only load failed.\x1b[0m Re-running \x1b[31m`torch.load`\x1b[0m")
+  monkeypatch.setattr(cli, "cmd_plot", fails)
+  assert cli.main(["plot", "somewhere"]) == 2
+  err = capsys.readouterr().err
+  assert err == "resnet-jax plot: error: Weights only load failed. Re-running `torch.load`\n"
+
+
+@pytest.mark.parametrize("body, line, kind", [
+    ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict() +\n", 3,
+     "SyntaxError"),
+    ("x = 1\nraise RuntimeError('boom\\nsecond line')\n", 2, "RuntimeError"),
+    ("from configs import digits\n\ndef get_config():\n  c = digits.get_config()\n"
+     "  c.lerning_rate = 3\n  return c\n", 5, "AttributeError"),
+    ("def get_config():\n  return {}[0]\n", 2, "KeyError"),
+], ids=["syntax", "raises_at_import", "locked_key", "raises_in_get_config"])
+def test_a_config_file_that_fails_is_one_line_naming_file_and_line(tmp_path, capsys, body, line, kind):
+  path = tmp_path / "mine.py"
+  path.write_text(body)
+  assert cli.main(["train", "--config", str(path), "--workdir", str(tmp_path / "w")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"resnet-jax train: error: --config {path}: {path}, line {line}: {kind}: ")
+  assert err.count("\n") == 1 and not os.path.exists(tmp_path / "w")
+
+
+def test_an_unknown_or_unprepared_tfds_dataset_is_one_line(tmp_path, capsys):
+  pytest.importorskip("tensorflow_datasets")
+  base = ["train", "--config", "digits", "--config.source=tfds", "--config.progress_bar=False"]
+  assert cli.main(base + ["--workdir", str(tmp_path / "a"), "--config.dataset=no_such_set"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("resnet-jax train: error: 'no_such_set' is not a TFDS dataset name")
+  assert err.count("\n") == 1
+  empty = tmp_path / "empty"
+  assert cli.main(base + ["--workdir", str(tmp_path / "b"), "--config.dataset=mnist",
+                          f"--config.data_dir={empty}"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"resnet-jax train: error: TFDS dataset 'mnist' is not prepared in {empty}: "
+                        "prepare it once") and "already prepared" not in err
+  assert err.count("\n") == 1

@@ -3,6 +3,7 @@ paper's recipes hold the paper's numbers; train.py rejects unknown keys."""
 
 import ast
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -185,3 +186,102 @@ def test_the_main_job_reaches_98_percent_on_held_out_digits(tmp_path):
   final = evals[max(evals)]
   assert final["count"] == 360  # every held-out digit, once
   assert final["top1"] >= 0.98
+
+
+# ----------------------------------------------------------------------------------------------
+# On resume: every key may change or may not, and the rule is applied key by key.
+
+def _changed(value):
+  """A value that differs from `value` (of any key's kind, so a new key needs no entry here)."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, (int, float)):
+    return value + 1 if abs(value) < 1e6 else value * 2
+  if isinstance(value, str):
+    return value + "_other"
+  if isinstance(value, (tuple, list)):
+    return list(value) + [1]
+  if isinstance(value, dict):
+    return dict(value, in_channels=7)
+  raise AssertionError(f"no changed value for {value!r}: extend _changed")
+
+
+def test_every_key_is_classified_once_for_resume():
+  keys = set(config_checks.flat_keys(default.get_config()))
+  table = config_checks.ON_RESUME
+  assert keys - set(table) == set(), "classify the key in resnet_jax/config_checks.py ON_RESUME"
+  assert set(table) - keys == set(), "a resume rule for a key that configs/default.py lacks"
+  # A dict literal keeps the last of two equal keys without a word: count them in the source.
+  source = ast.parse(open(os.path.join(ROOT, "resnet_jax", "config_checks.py")).read())
+  literal = next(node.value for node in ast.walk(source) if isinstance(node, ast.AnnAssign)
+                 and getattr(node.target, "id", None) == "ON_RESUME")
+  written = [k.value for k in literal.keys]
+  assert sorted(written) == sorted(set(written)), "a key classified twice"
+  # The issue's examples, as the table must have them.
+  fixed = {k for k, rule in table.items() if not rule.may_change}
+  assert {"batch_size", "seed", "source", "dataset", "train_split", "augment", "image_size",
+          "model", "optimizer", "lr_schedule"} <= fixed
+  assert {"num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps"}.isdisjoint(fixed)
+
+
+@pytest.mark.parametrize("key", config_checks.flat_keys(default.get_config()))
+def test_a_changed_key_on_resume_is_applied_or_refused_in_one_line(key):
+  trained = config_checks.as_json(default.get_config())
+  asked = default.get_config()
+  *outer, last = key.split(".")
+  node = asked
+  for part in outer:
+    node = node[part]
+  old = config_checks.flat_values(trained)[key]
+  with node.ignore_type():
+    node[last] = _changed(node[last].to_dict() if hasattr(node[last], "to_dict") else node[last])
+  new = config_checks.flat_values(asked)[key]
+  assert new != old
+  if config_checks.ON_RESUME[key].may_change:
+    changes = config_checks.resume_changes(trained, asked)
+    assert (key, old, new) in changes and all(k == key or config_checks.ON_RESUME[k].may_change
+                                               for k, _, _ in changes)
+    return
+  with pytest.raises(config_checks.ConfigError) as error:
+    config_checks.resume_changes(trained, asked)
+  message = str(error.value)
+  assert "\n" not in message
+  if key != "learning_rate":  # A reference to base_learning_rate and batch_size; set directly here.
+    assert message.startswith(f"config.{key}: this run was trained with {old!r}; you asked for "
+                              f"{new!r} (")
+
+
+def test_an_unclassified_key_that_changed_is_refused(monkeypatch):
+  trained = config_checks.as_json(default.get_config())
+  asked = default.get_config()
+  asked.seed = 1
+  monkeypatch.delitem(config_checks.ON_RESUME, "seed")
+  with pytest.raises(config_checks.ConfigError, match=r"^config.seed: .* no rule in"):
+    config_checks.resume_changes(trained, asked)
+
+
+def test_resume_refuses_a_fixed_change_untouched_and_records_an_allowed_one(tmp_path, tiny_config,
+                                                                           digest, capsys):
+  """The wiring, end to end: a changed batch size is one line through the CLI's error path and
+  leaves the workdir byte for byte; a longer run with another logging cadence resumes, and
+  config.json and config_changes.jsonl say what changed at which step."""
+  from resnet_jax import checkpoints, metrics
+  workdir = str(tmp_path / "run")
+  train_lib.train_and_evaluate(tiny_config(), workdir)  # 6 steps, checkpoints at 3 and 6.
+  before = digest(workdir)
+  with pytest.raises(config_checks.ConfigError) as error:
+    train_lib.train_and_evaluate(tiny_config(batch_size=8), workdir)
+  assert str(error.value).startswith("config.batch_size: this run was trained with 16; you asked "
+                                     "for 8 (")
+  assert digest(workdir) == before
+  train_lib.train_and_evaluate(tiny_config(num_train_steps=8, log_every_steps=2), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert (saved["num_train_steps"], saved["log_every_steps"]) == (8, 2)
+  with open(os.path.join(workdir, "config_changes.jsonl")) as f:
+    changes = sorted((json.loads(line) for line in f), key=lambda c: c["key"])
+  assert changes == [{"step": 6, "key": "log_every_steps", "old": 1, "new": 2},
+                     {"step": 6, "key": "num_train_steps", "old": 6, "new": 8}]
+  assert max(metrics.read_metrics(workdir)["train"]) == 8
+  with checkpoints.TrainCheckpoints(workdir, keep=None, read_only=True) as ckpts:
+    assert ckpts.read(8).meta[checkpoints.CONFIG_KEY]["num_train_steps"] == 8

@@ -30,7 +30,7 @@ def load_config(spec: str):
   """The locked config of a recipe name or of a config file's `get_config()`.
 
   Raises:
-    UsageError: no such recipe or file (with the closest recipe names).
+    UsageError: no such recipe or file (with the closest recipe names), or a file that fails.
   """
   if not spec.endswith(".py") and os.sep not in spec:
     if spec not in recipes():
@@ -38,19 +38,46 @@ def load_config(spec: str):
       hint = f"did you mean {' or '.join(close)}? " if close else ""
       raise UsageError(f"--config {spec}: no such recipe ({hint}recipes: {', '.join(recipes())}; "
                        "or the path of a .py file)")
-    module = importlib.import_module(f"resnet_jax.configs.{spec}")
+    config = importlib.import_module(f"resnet_jax.configs.{spec}").get_config()
   else:
     path = os.path.abspath(os.path.expanduser(spec))
     if not os.path.isfile(path):
       raise UsageError(f"--config {spec}: no config file at {path}")
-    module_spec = importlib.util.spec_from_file_location("_resnet_jax_train_config", path)
-    module = importlib.util.module_from_spec(module_spec)
+    config = _run_config_file(spec, path)
+  config.lock()
+  return config
+
+
+def _run_config_file(spec: str, path: str):
+  """The file's `get_config()`; whatever the file raises (a syntax error, a misspelled key...) is a
+  UsageError naming the file and the line."""
+  import traceback
+  module_spec = importlib.util.spec_from_file_location("_resnet_jax_train_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
       raise UsageError(f"--config {spec}: the file has no get_config()")
-  config = module.get_config()
-  config.lock()
-  return config
+    return module.get_config()
+  except UsageError:
+    raise
+  except SyntaxError as e:  # Also IndentationError; its line is the file's, not a frame's.
+    where = f"{e.filename or path}, line {e.lineno}" if e.lineno else path
+    raise UsageError(f"--config {spec}: {where}: {type(e).__name__}: {e.msg}") from None
+  except Exception as e:  # noqa: BLE001 -- the user's code: any error is theirs to fix.
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == path]
+    where = f"{path}, line {frames[-1].lineno}" if frames else path
+    raise UsageError(f"--config {spec}: {where}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _first_line(error: Exception) -> str:
+  """The gist of an error in one line: ml_collections' locked-config errors (a KeyError or
+  AttributeError whose text lists every field) keep their first sentence and suggestion."""
+  text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+  lines = text.strip().splitlines() or [""]
+  first = lines[0].split(" Other fields present:")[0].lstrip("\x27\"")
+  hint = lines[-1] if len(lines) > 1 and lines[-1].startswith("Did you mean") else ""
+  return f"{first} {hint}".strip()[:500]
 
 
 def _keys(config, prefix: str = "") -> list[str]:
