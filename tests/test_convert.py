@@ -67,7 +67,7 @@ def _check_parity(torch_model, arch, jit, **overrides):
                     {"params": variables["params"], "batch_stats": batch_stats})
 
 
-def _check_train_mode(torch_model, truth_model, x, logits, updated):
+def _check_train_mode(torch_model, truth_model, x, logits, updated, to_state=None):
   """Train mode (batch statistics, running statistics updated) is as exact as torch's float32.
 
   Train mode normalises each channel of layer4 over only 2 x 2 x 2 = 8 values, which amplifies
@@ -91,7 +91,8 @@ def _check_train_mode(torch_model, truth_model, x, logits, updated):
     floor_stats = max(floor_stats, _stats_error(
         {name: v.numpy() for name, v in torch_model.state_dict().items()}, truth_model))
   flax_error = verify.compare_logits(logits, truth).rel
-  flax_stats = _stats_error(convert.to_torchvision(updated, as_numpy=True), truth_model)
+  to_state = to_state or (lambda v: convert.to_torchvision(v, as_numpy=True))
+  flax_stats = _stats_error(to_state(updated), truth_model)
   print(f"train: vs torch float32 {verify.compare_logits(logits, expected)}; rel error vs float64: "
         f"logits flax {flax_error:.3g}, floor {floor_logits:.3g}; running statistics flax "
         f"{flax_stats:.3g}, floor {floor_stats:.3g}")
