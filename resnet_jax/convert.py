@@ -99,9 +99,10 @@ def state_dict_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
 
 
 def variables_classes(variables: Mapping[str, Any]) -> Optional[int]:
-  """The classifier outputs of Flax variables (columns of the `fc` kernel); None when headless."""
-  fc = variables["params"].get("fc")
-  return int(fc["kernel"].shape[1]) if fc else None
+  """The classifier outputs of Flax variables (last axis of the `fc` kernel, or of timm ResNetV2's
+  1x1 conv `head_fc`); None when headless."""
+  fc = variables["params"].get("fc") or variables["params"].get("head_fc")
+  return int(fc["kernel"].shape[-1]) if fc else None
 
 
 def _to_torch_layout(value: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 timm's `resnet.py` keeps torchvision's names and adds its own: a deep stem is `conv1.0/.1/.3/.4/.6`
 (an nn.Sequential's indices), ResNet-RS's stem conv is `maxpool.0/.1`, an average-pool shortcut
 shifts `downsample.0/.1` to `.1/.2` (index 0 is the pool), and attention is `se.fc1/.fc2` (SE) or
-`se.conv` (ECA). Anti-aliasing has no weights.
+`se.conv` (ECA). Anti-aliasing has no weights. `resnetv2.py`'s keys are the Flax module names
+with '_' read as '.' ('stages_0_blocks_1' -> 'stages.0.blocks.1', 'head_fc' -> 'head.fc').
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from resnet_jax import convert
 from resnet_jax.convert import ConversionError, Inferred
 from resnet_jax.layers import make_divisible
 from resnet_jax.models import get_model
-from resnet_jax.timm_models import SAME_AS_TORCHVISION, TIMM_RESNETS, timm_names
+from resnet_jax.timm_models import (SAME_AS_TORCHVISION, TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2,
+                                    timm_names)
 
 # The timm names whose keys are not torchvision's: converted here whatever entry point is used.
-TIMM_ONLY = frozenset(TIMM_RESNETS)
+TIMM_ONLY = frozenset(TIMM_RESNETS) | frozenset(TIMM_RESNETV2S)
 _INDEXED = re.compile(r"^(.*?)_(\d+)$")  # 'layer2_0' -> 'layer2.0', 'conv1_3' -> 'conv1.3'
 
 
@@ -38,9 +40,33 @@ def timm_key(path: tuple[str, ...], avg_down: bool = False) -> str:
   return ".".join(names + [convert._LEAVES[collection, leaf]])
 
 
+def timm_v2_key(path: tuple[str, ...]) -> str:
+  """The timm key of a flattened Flax variable path of a `ResNetV2`.
+
+  ('params', 'stages_1_blocks_0', 'downsample_conv', 'kernel') -> 'stages.1.blocks.0.downsample.conv.weight'.
+  """
+  collection, *modules, leaf = path
+  if (collection, leaf) not in convert._LEAVES:
+    raise ConversionError(f"no timm name for variable {'/'.join(path)}")
+  return ".".join([m.replace("_", ".") for m in modules] + [convert._LEAVES[collection, leaf]])
+
+
+def key_map(model):
+  """The Flax path -> timm key function of a built model."""
+  if isinstance(model, ResNetV2):
+    return timm_v2_key
+  return functools.partial(timm_key, avg_down=model.avg_down)
+
+
 def timm_layout(model) -> dict[str, tuple[tuple, tuple]]:
   """timm key -> (Flax path, timm shape) of every variable of a built model."""
-  return convert.layout_of(model, functools.partial(timm_key, avg_down=model.avg_down))
+  return convert.layout_of(model, key_map(model))
+
+
+def state_dict_classes(state: Mapping[str, Any]) -> Optional[int]:
+  """The classifier outputs of timm weights (`fc` or ResNetV2's `head.fc`); None when headless."""
+  fc = state.get("fc.weight", state.get("head.fc.weight"))
+  return int(fc.shape[0]) if fc is not None else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,7 +75,11 @@ def _layout(name: str, num_classes: Optional[int]):
 
 
 def _model_signature(model) -> tuple:
-  """What a state_dict shows of a model: everything but anti-aliasing (which has no weights)."""
+  """What a state_dict shows of a model: everything but anti-aliasing (which has no weights) and,
+  in ResNetV2, the kind of shortcut and convolution."""
+  if isinstance(model, ResNetV2):
+    return ("v2", model.bottleneck, tuple(model.stage_sizes), make_divisible(64 * model.width_factor),
+            model.stem, model.norm)
   deep = model.stem.startswith("deep")
   rd = None
   if model.attn == "se":
@@ -61,11 +91,26 @@ def _model_signature(model) -> tuple:
 
 def _state_signature(state: Mapping[str, Any]) -> tuple:
   """`_model_signature` as read from a timm state_dict's keys and shapes."""
+  shape = lambda k: tuple(state[k].shape) if k in state else None  # noqa: E731
+  if "stages.0.blocks.0.norm1.weight" in state:
+    sizes = []
+    while f"stages.{len(sizes)}.blocks.0.norm1.weight" in state:
+      stage, blocks = len(sizes), 0
+      while f"stages.{stage}.blocks.{blocks}.norm1.weight" in state:
+        blocks += 1
+      sizes.append(blocks)
+    if "stem.conv.weight" in state:
+      stem, width = "imagenet", shape("stem.conv.weight")[0]
+    else:
+      width = (shape("stem.conv3.weight") or (0,))[0]
+      first, second = shape("stem.conv1.weight")[0], (shape("stem.conv2.weight") or (0,))[0]
+      stem = "deep" if first == second else "tiered"
+    return ("v2", "stages.0.blocks.0.conv3.weight" in state, tuple(sizes), width, stem,
+            "batch" if "norm.running_mean" in state else "group")
   if "layer1.0.conv1.weight" not in state:
     some = ", ".join(list(state)[:8])
-    raise ConversionError(f"not a timm ResNet state_dict (no 'layer1.0.conv1.weight'); keys start: "
-                          f"{some}")
-  shape = lambda k: tuple(state[k].shape) if k in state else None  # noqa: E731
+    raise ConversionError(f"not a timm ResNet state_dict (no 'layer1.0.conv1.weight' nor "
+                          f"'stages.0.blocks.0.norm1.weight'); keys start: {some}")
   sizes = []
   while f"layer{len(sizes) + 1}.0.conv1.weight" in state:
     stage, blocks = len(sizes) + 1, 0
@@ -112,7 +157,7 @@ def infer_timm_arch(state_dict: Mapping[str, Any]) -> Inferred:
   found = _state_signature(state_dict)
   candidates = [n for n in timm_names() if _model_signature(get_model(n)) == found]
   if len(candidates) == 1:
-    return Inferred(candidates[0], convert.state_dict_classes(state_dict))
+    return Inferred(candidates[0], state_dict_classes(state_dict))
   if candidates:
     raise ConversionError(f"the weights fit {', '.join(candidates)} alike (anti-aliasing has no "
                           "weights); pass the name")
@@ -140,7 +185,7 @@ def from_timm(source: Any, name: Optional[str] = None, *, num_classes: Optional[
   """
   state = convert.state_dict_of(source)
   if num_classes == -1:
-    num_classes = convert.state_dict_classes(state)
+    num_classes = state_dict_classes(state)
   if name is None:
     name = infer_timm_arch(state).arch
   if model is None:
@@ -159,12 +204,12 @@ def to_timm(variables: Mapping[str, Any], name: str, *, as_numpy: bool = False,
   Adds each BatchNorm's `num_batches_tracked` (0: Flax does not count). Values are float32.
   """
   model = model or get_model(name)
-  state = convert.state_dict_from(variables, functools.partial(timm_key, avg_down=model.avg_down))
-  num_classes = convert.state_dict_classes(state)
+  state = convert.state_dict_from(variables, key_map(model))
+  num_classes = state_dict_classes(state)
   layout = timm_layout(model.clone(num_classes=num_classes))
   convert.check_state_dict(state, name, num_classes, layout=layout, infer=infer_timm_arch)
   return convert._as_torch(state, as_numpy)
 
 
-__all__ = ["SAME_AS_TORCHVISION", "TIMM_ONLY", "from_timm", "infer_timm_arch", "timm_key",
-           "timm_layout", "to_timm"]
+__all__ = ["SAME_AS_TORCHVISION", "TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
+           "state_dict_classes", "timm_key", "timm_layout", "timm_v2_key", "to_timm"]

@@ -126,3 +126,40 @@ class DropPath(nn.Module):
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return x / keep * mask.astype(x.dtype)
+
+
+class StdConv(nn.Module):
+  """A convolution with weight standardisation (Qiao et al. 2019), as BiT's and timm's `StdConv2d`:
+  each output channel's kernel is normalised to zero mean and unit (biased) variance over its inputs
+  and taps before use; the stored kernel stays unnormalised. Parameter 'kernel' (HWIO), no bias.
+
+  Attributes mirror `nn.Conv`'s: features, kernel_size, strides, padding (explicit pairs),
+  feature_group_count; `epsilon` (1e-8 in BiT) is added to the variance.
+  """
+  features: int
+  kernel_size: tuple
+  strides: int = 1
+  padding: Any = ((0, 0), (0, 0))
+  feature_group_count: int = 1
+  epsilon: float = 1e-6
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    shape = (kh, kw, x.shape[-1] // self.feature_group_count, self.features)
+    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype).astype(jnp.float32)
+    mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(kernel - mean), axis=(0, 1, 2), keepdims=True)
+    kernel = (kernel - mean) * jax.lax.rsqrt(var + self.epsilon)
+    dtype = self.dtype or x.dtype
+    return jax.lax.conv_general_dilated(
+        x.astype(dtype), kernel.astype(dtype), (self.strides, self.strides), self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count)
+
+  def macs_per_output(self, inputs) -> int:
+    """Multiply-adds per output element, for `complexity`."""
+    kh, kw = self.kernel_size
+    return kh * kw * inputs.shape[-1] // self.feature_group_count

@@ -38,7 +38,7 @@ def _timm_meta(name):
 # --- the registry ---------------------------------------------------------------------------------
 
 def test_every_timm_resnet_name_is_registered_or_left_out(timm):
-  expected = set(timm.list_models(module="resnet"))
+  expected = set(timm.list_models(module="resnet")) | set(timm.list_models(module="resnetv2"))
   assert set(timm_names()) | set(LEFT_OUT) == expected
   assert not set(timm_names()) & set(LEFT_OUT)
   assert set(timm_names()) <= set(resnet_jax.list_models())
@@ -78,7 +78,13 @@ def _timm_model(name, seed, **kwargs):
   import torch
   with torch.random.fork_rng(devices=[]):
     torch.manual_seed(seed)
-    model = timm.create_model(name, **kwargs)
+    if name.endswith("_bit") and "layers" in kwargs:
+      # timm's BiT entry points fix the depth; this is what they build (_create_resnetv2_bit).
+      model = timm.models.resnetv2.ResNetV2(
+          stem_type="fixed", conv_layer=functools.partial(timm.layers.StdConv2d, eps=1e-8),
+          width_factor=int(name.split("x")[1][0]), **kwargs)
+    else:
+      model = timm.create_model(name, **kwargs)
     with torch.no_grad():
       for m in model.modules():
         if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
@@ -104,6 +110,10 @@ PARTS = [
     ("resnet50_gn", "GroupNorm", ONE),
     ("resnetrs50", "ResNet-RS", ONE),
     ("senet154", "SENet: 3x3 shortcut, halved first conv", ONE),
+    ("resnetv2_50", "ResNetV2 pre-activation, BatchNorm", ONE),
+    ("resnetv2_18d", "ResNetV2 basic blocks, deep stem, avg-pool shortcut", {}),
+    ("resnetv2_50t", "ResNetV2 tiered stem", ONE),
+    ("resnetv2_50x1_bit", "BiT: weight-standardised convs, GroupNorm", ONE),
 ]
 
 
