@@ -29,7 +29,8 @@ def count_params(params) -> int:
 def complexity(model: nn.Module, image_size: int | Sequence[int] = 224) -> Complexity:
   """Parameters and multiply-adds of `model` on one image of `image_size` (int or (height, width)).
 
-  Multiply-adds are those of the convolutions and the classifier, the convention of torchvision's
+  Multiply-adds are those of the convolutions (weight-standardised and blur filters included) and
+  the classifier, the convention of torchvision's
   "GFLOPS" metadata (which, despite the name, counts multiply-adds): norms, activations, pooling and
   additions are left out. Nothing is computed: shapes come from `jax.eval_shape`.
   """
@@ -41,14 +42,18 @@ def complexity(model: nn.Module, image_size: int | Sequence[int] = 224) -> Compl
   def record(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     module = context.module
-    if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.Dense)):
-      (inputs,) = args[:1]
-      if isinstance(module, nn.Conv):
-        kh, kw = module.kernel_size
-        per_output = kh * kw * inputs.shape[-1] // module.feature_group_count
-      else:
-        per_output = inputs.shape[-1]
-      macs.append(int(np.prod(out.shape[1:])) * per_output)
+    if context.method_name != "__call__":
+      return out
+    (inputs,) = args[:1]
+    if isinstance(module, nn.Conv):  # 1-D (ECA) or 2-D
+      per_output = int(np.prod(module.kernel_size)) * inputs.shape[-1] // module.feature_group_count
+    elif isinstance(module, nn.Dense):
+      per_output = inputs.shape[-1]
+    elif hasattr(module, "macs_per_output"):  # layers.StdConv, layers.BlurPool
+      per_output = module.macs_per_output(inputs)
+    else:
+      return out
+    macs.append(int(np.prod(out.shape[1:])) * per_output)
     return out
 
   with nn.intercept_methods(record):

@@ -111,14 +111,17 @@ def state_dict_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
 
 
 def variables_classes(variables: Mapping[str, Any]) -> Optional[int]:
-  """The classifier outputs of Flax variables (columns of the `fc` kernel); None when headless."""
-  fc = variables["params"].get("fc")
-  return int(fc["kernel"].shape[1]) if fc else None
+  """The classifier outputs of Flax variables (last axis of the `fc` kernel, or of timm ResNetV2's
+  1x1 conv `head_fc`); None when headless."""
+  fc = variables["params"].get("fc") or variables["params"].get("head_fc")
+  return int(fc["kernel"].shape[-1]) if fc else None
 
 
 def _to_torch_layout(value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv kernel HWIO -> OIHW; grouped convs keep I = in_channels / groups in both
     return np.transpose(value, (3, 2, 0, 1))
+  if value.ndim == 3:  # 1-D conv kernel (width, in, out) -> (out, in, width)
+    return np.transpose(value, (2, 1, 0))
   if value.ndim == 2:  # nn.Dense (in, out) -> nn.Linear (out, in)
     return value.T
   return value
@@ -128,6 +131,8 @@ def to_flax_layout(value: np.ndarray) -> np.ndarray:
   """A torch tensor's array in Flax's layout: conv OIHW -> HWIO, linear (out, in) -> (in, out)."""
   if value.ndim == 4:
     return np.transpose(value, (2, 3, 1, 0))
+  if value.ndim == 3:
+    return np.transpose(value, (2, 1, 0))
   if value.ndim == 2:
     return value.T
   return value
@@ -136,6 +141,8 @@ def to_flax_layout(value: np.ndarray) -> np.ndarray:
 def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
   if len(shape) == 4:
     return (shape[3], shape[2], shape[0], shape[1])
+  if len(shape) == 3:
+    return tuple(reversed(shape))
   return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
 
 
@@ -149,12 +156,13 @@ def torchvision_layout(arch: str, num_classes: Optional[int]) -> dict[str, tuple
   return layout_of(get_model(arch, num_classes=num_classes))
 
 
-def layout_of(model) -> dict[str, tuple[tuple, tuple]]:
-  """`torchvision_layout` of a built model (any overrides, e.g. 1 input channel)."""
+def layout_of(model, key=torch_key) -> dict[str, tuple[tuple, tuple]]:
+  """`torchvision_layout` of a built model (any overrides, e.g. 1 input channel); `key` maps a Flax
+  path to its PyTorch name (another library's key map, e.g. `convert_timm`'s)."""
   x = jnp.zeros((1, 64, 64, model.in_channels), jnp.float32)
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
   flat = traverse_util.flatten_dict(shapes)
-  return {torch_key(path): (path, _torch_shape(s.shape)) for path, s in flat.items()}
+  return {key(path): (path, _torch_shape(s.shape)) for path, s in flat.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,10 +447,14 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
 
 
 def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Optional[int],
-                     model=None) -> None:
+                     model=None, *, layout=None, infer=None) -> None:
   """Raises `ConversionError` listing every missing, unexpected and mis-shaped key, if any; against
-  `model` (a built `ResNet` with its overrides) when given, else `arch`'s defaults."""
-  expected = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
+  `layout` (another key map's, e.g. timm's) when given, else `model` (a built `ResNet` with its
+  overrides), else `arch`'s defaults. `infer` (default `infer_arch`) names a better-fitting arch."""
+  if layout is not None:
+    expected = layout
+  else:
+    expected = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
   found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   missing = [k for k in expected if k not in found]
   unexpected = [k for k in found if k not in expected]
@@ -462,7 +474,7 @@ def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Opti
       if len(items) > _LISTED:
         lines.append(f"    ... and {len(items) - _LISTED} more")
   try:
-    guess = infer_arch(state_dict)
+    guess = (infer or infer_arch)(state_dict)
     if guess.arch != arch:
       lines.append(f"  its keys and shapes look like {guess.arch}; pass arch={guess.arch!r}")
   except ConversionError:
@@ -520,7 +532,10 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *, ema: bool = Fal
       a tensor is not floating point, or (unless `allow_nonfinite`) holds NaN or infinity.
     CheckpointError: `source` is a file that cannot be read as a checkpoint.
   """
+  from resnet_jax import convert_timm
   state = state_dict_of(source, ema)
+  if arch in convert_timm.TIMM_ONLY:  # timm's names that are not torchvision's use timm's keys
+    return convert_timm.from_timm(state, arch, allow_nonfinite=allow_nonfinite, model=model)
   if model is not None:
     arch, num_classes = arch or "the given model", model.num_classes or None
   elif arch is None:
@@ -534,6 +549,11 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *, ema: bool = Fal
   check_state_dict(state, arch, num_classes, model=model)
   layout = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
   check_values(state, layout, allow_nonfinite)
+  return variables_from(state, layout)
+
+
+def variables_from(state: Mapping[str, np.ndarray], layout) -> dict[str, dict]:
+  """Flax variables (float32 numpy, Flax layouts) from a checked state_dict and its `layout`."""
   flat = {}
   for key, (path, _) in layout.items():
     value = state[key].astype(np.float32, copy=False)
@@ -558,6 +578,25 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
   Returns:
     An ordered dict from torchvision key to tensor (or array).
   """
+  from resnet_jax import convert_timm
+  if arch in convert_timm.TIMM_ONLY:
+    return convert_timm.to_timm(variables, arch, as_numpy=as_numpy, model=model)
+  state = state_dict_from(variables, torch_key)
+  if arch is not None:
+    check_state_dict(state, arch, state_dict_classes(state), model)
+  return _as_torch(state, as_numpy)
+
+
+def _as_torch(state: dict[str, np.ndarray], as_numpy: bool) -> dict[str, Any]:
+  if as_numpy:
+    return state
+  import torch
+  return {k: torch.from_numpy(v) for k, v in state.items()}
+
+
+def state_dict_from(variables: Mapping[str, Any], key) -> dict[str, np.ndarray]:
+  """The float32 numpy state_dict of Flax `variables` under the key map `key` (Flax path -> name),
+  with a zero `num_batches_tracked` for each BatchNorm."""
   flat = traverse_util.flatten_dict({k: variables[k] for k in ("params", "batch_stats")
                                      if k in variables})
   state = {}
@@ -566,16 +605,11 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
     if value.dtype != np.float32 and (np.issubdtype(value.dtype, np.floating)
                                       or value.dtype.kind == "V"):  # V: ml_dtypes' bfloat16
       value = value.astype(np.float32)
-    state[torch_key(path)] = np.array(_to_torch_layout(value), order="C", copy=True)
+    state[key(path)] = np.array(_to_torch_layout(value), order="C", copy=True)
     if path[0] == "batch_stats" and path[-1] == "var":
-      module = torch_key(path).rsplit(".", 1)[0]
+      module = key(path).rsplit(".", 1)[0]
       state[f"{module}.num_batches_tracked"] = np.zeros((), np.int64)
-  if arch is not None:
-    check_state_dict(state, arch, state_dict_classes(state), model)
-  if as_numpy:
-    return state
-  import torch
-  return {k: torch.from_numpy(v) for k, v in state.items()}
+  return state
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from resnet_jax.layers import ATTENTION, BlurPool, DropPath, avg_pool
+
 ModuleDef = Any
 Dtype = Any
 
@@ -21,6 +23,9 @@ dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifo
 
 SHORTCUTS = ("A", "B", "C", None)
 NORMS = ("batch", "group", "folded")
+STEMS = ("imagenet", "cifar", "deep", "deep_tiered")
+STEM_POOLS = ("max", "conv")
+AA_LAYERS = {"blur": BlurPool, "avg": None}  # 'avg': timm's nn.AvgPool2d(2), a function here
 
 
 class _Folded(nn.Module):
@@ -115,6 +120,14 @@ class BatchNorm(nn.Module):
     return (x * a.astype(dtype) + b.astype(dtype)).astype(dtype)
 
 
+class _AvgDown(nn.Module):
+  """timm's `aa_layer=nn.AvgPool2d`: a 2x2 average pool of stride 2 where the block downsamples."""
+  strides: int = 2
+
+  def __call__(self, x):
+    return avg_pool(x, 2, self.strides)
+
+
 class ResidualBlock(nn.Module):
   """The fields and the shortcut shared by `BasicBlock` and `Bottleneck`; subclasses give the residual.
 
@@ -127,6 +140,13 @@ class ResidualBlock(nn.Module):
     shortcut: 'projection' (1x1 conv + norm), 'pad' (paper's option A: subsample and zero-pad
       channels), 'identity', or None for a plain block without a shortcut.
     zero_init_last: initialise the last norm's scale to zero, so the block starts as its shortcut.
+    reduce_first: the first convolution has `1 / reduce_first` of the width (timm's SENet-154).
+    attn: channel attention applied to the residual before the addition (timm's `se`), or None.
+    aa: anti-aliasing: the strided 3x3 convolution runs at stride 1 and this module (e.g.
+      `BlurPool`) downsamples after its activation; None for a strided convolution.
+    drop_path: stochastic depth on the residual (`layers.DropPath`), or None.
+    avg_down: the projection shortcut average-pools 2x2 and then convolves at stride 1 (ResNet-D).
+    down_kernel_size: kernel of a strided projection shortcut (3 in SENet-154, else 1).
   """
   expansion: ClassVar[int] = 1
   planes: int
@@ -139,6 +159,12 @@ class ResidualBlock(nn.Module):
   dilation: int = 1
   shortcut: Optional[str] = "identity"
   zero_init_last: bool = False
+  reduce_first: int = 1
+  attn: Optional[ModuleDef] = None
+  aa: Optional[ModuleDef] = None
+  drop_path: Optional[ModuleDef] = None
+  avg_down: bool = False
+  down_kernel_size: int = 1
 
   def last_norm(self, name: str):
     """The block's last norm, zero-initialised under `zero_init_last` (torchvision's zero_init_residual)."""
@@ -146,13 +172,33 @@ class ResidualBlock(nn.Module):
       return self.norm(name=name, scale_init=nn.initializers.zeros)
     return self.norm(name=name)
 
+  def strided(self, y, strides: int):
+    """`y` downsampled by the anti-aliasing module when there is one and `strides` is 2."""
+    return self.aa(strides=strides, name="aa")(y) if self.aa is not None and strides != 1 else y
+
+  def conv_strides(self) -> int:
+    """Stride of the strided 3x3 convolution: 1 when the anti-aliasing module downsamples."""
+    return 1 if self.aa is not None else self.strides
+
   def add_shortcut(self, x, y):
-    """Adds the shortcut of the block's input `x` to its residual `y` and applies the activation."""
+    """Applies attention and drop path to the residual `y`, adds the shortcut of the block's input
+    `x`, and applies the activation."""
+    if self.attn is not None:
+      y = self.attn(name="se")(y)  # timm names every attention module 'se'
+    if self.drop_path is not None:
+      y = self.drop_path()(y)
     if self.shortcut is None:
       return self.act(y)
     out_channels = self.planes * self.expansion
     if self.shortcut == "projection":
-      x = self.conv(out_channels, (1, 1), self.strides, padding=_pad(1), name="downsample_conv")(x)
+      strides, k = self.strides, self.down_kernel_size if self.strides != 1 else 1
+      if self.avg_down and self.strides != 1:
+        # ResNet-D (Bag of Tricks, sec. 4.1): the 1x1 strided conv ignored 3/4 of its input.
+        x, strides = avg_pool(x, 2, self.strides, ceil_mode=True), 1
+      # timm's get_padding(k, stride): ((stride - 1) + (k - 1)) // 2 on both sides.
+      p = ((strides - 1) + (k - 1)) // 2
+      x = self.conv(out_channels, (k, k), strides, padding=((p, p), (p, p)),
+                    name="downsample_conv")(x)
       x = self.norm(name="downsample_bn")(x)
     elif self.shortcut == "pad":
       # Option A of the paper (sec. 4.1): no parameters. Subsample spatially as the strided conv does,
@@ -170,8 +216,9 @@ class BasicBlock(ResidualBlock):
 
   @nn.compact
   def __call__(self, x):
-    y = self.conv(self.planes, (3, 3), self.strides, padding=_pad(3), name="conv1")(x)
-    y = self.act(self.norm(name="bn1")(y))
+    y = self.conv(self.planes // self.reduce_first, (3, 3), self.conv_strides(), padding=_pad(3),
+                  name="conv1")(x)
+    y = self.strided(self.act(self.norm(name="bn1")(y)), self.strides)
     y = self.conv(self.planes, (3, 3), padding=_pad(3), name="conv2")(y)
     y = self.last_norm("bn2")(y)
     return self.add_shortcut(x, y)
@@ -191,11 +238,11 @@ class Bottleneck(ResidualBlock):
   @nn.compact
   def __call__(self, x):
     width = int(self.planes * (self.base_width / 64.0)) * self.groups
-    y = self.conv(width, (1, 1), padding=_pad(1), name="conv1")(x)
+    y = self.conv(width // self.reduce_first, (1, 1), padding=_pad(1), name="conv1")(x)
     y = self.act(self.norm(name="bn1")(y))
-    y = self.conv(width, (3, 3), self.strides, padding=_pad(3, self.dilation),
+    y = self.conv(width, (3, 3), self.conv_strides(), padding=_pad(3, self.dilation),
                   kernel_dilation=self.dilation, feature_group_count=self.groups, name="conv2")(y)
-    y = self.act(self.norm(name="bn2")(y))
+    y = self.strided(self.act(self.norm(name="bn2")(y)), self.strides)
     y = self.conv(self.planes * self.expansion, (1, 1), padding=_pad(1), name="conv3")(y)
     y = self.last_norm("bn3")(y)
     return self.add_shortcut(x, y)
@@ -224,6 +271,20 @@ class ResNet(nn.Module):
     axis_name: `pmap` axis over which BatchNorm statistics are synchronised.
     bn_momentum: Flax convention, weight of the old value (0.9 == PyTorch's momentum 0.1).
     in_channels: expected channels of the input images.
+    stem_width: channels of the first two 3x3 convolutions of a deep stem, whose output has
+      twice as many (timm's `stem_width`; 32 in ResNet-C/D).
+    stem_pool: 'max' (3x3/2 max-pool) or 'conv' (a 3x3/2 conv, norm and ReLU; ResNet-RS).
+    avg_down: projection shortcuts average-pool 2x2 before a stride-1 1x1 conv (ResNet-D).
+    down_kernel_size: kernel of strided projection shortcuts (3 in SENet-154).
+    block_reduce_first: the first conv of each block has 1/this of the width (2 in SENet-154).
+    attn: 'se' (Squeeze-and-Excitation), 'eca' (ECA) after each block's last norm, or None.
+    attn_ratio: SE's reduced channels over channels (1/16; 1/4 in ResNet-RS).
+    aa: anti-aliased downsampling: 'blur' (`layers.BlurPool` after the strided 3x3 conv, run at
+      stride 1, and after a stride-1 stem max-pool) or 'avg' (2x2 average pools there instead, and
+      in place of the stem's max-pool); None.
+    drop_path_rate: stochastic depth of the last block, the others' rising linearly from 0 by block
+      index (timm's rule); needs a 'dropout' rng in train mode.
+    drop_rate: dropout before the classifier in train mode; needs a 'dropout' rng.
   """
   block: type
   stage_sizes: Sequence[int]
@@ -242,6 +303,16 @@ class ResNet(nn.Module):
   axis_name: Optional[str] = None
   bn_momentum: float = 0.9
   in_channels: int = 3
+  stem_width: int = 64
+  stem_pool: str = "max"
+  avg_down: bool = False
+  down_kernel_size: int = 1
+  block_reduce_first: int = 1
+  attn: Optional[str] = None
+  attn_ratio: float = 1.0 / 16
+  aa: Optional[str] = None
+  drop_path_rate: float = 0.0
+  drop_rate: float = 0.0
 
   def _check(self, x):
     if x.ndim != 4:
@@ -263,8 +334,20 @@ class ResNet(nn.Module):
       raise ValueError("BasicBlock only supports groups=1 and width_per_group=64 (as torchvision)")
     if self.block is BasicBlock and any(self.replace_stride_with_dilation):
       raise ValueError("dilation > 1 is not supported with BasicBlock (as torchvision)")
-    if self.stem not in ("imagenet", "cifar"):
-      raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+    if self.stem not in STEMS:
+      raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+    if self.stem_pool not in STEM_POOLS:
+      raise ValueError(f"stem_pool must be one of {STEM_POOLS}, got {self.stem_pool!r}")
+    if self.stem_pool == "conv" and (self.aa or self.stem == "cifar"):
+      raise ValueError("stem_pool='conv' is not supported with aa or the 'cifar' stem")
+    if self.attn is not None and self.attn not in ATTENTION:
+      raise ValueError(f"attn must be one of {tuple(ATTENTION)} or None, got {self.attn!r}")
+    if self.aa is not None and self.aa not in AA_LAYERS:
+      raise ValueError(f"aa must be one of {tuple(AA_LAYERS)} or None, got {self.aa!r}")
+    if any(self.replace_stride_with_dilation) and (self.aa or self.avg_down or
+                                                   self.down_kernel_size != 1):
+      raise ValueError("replace_stride_with_dilation is not supported with aa, avg_down or "
+                       "down_kernel_size > 1")
 
   def _layers(self, train: bool):
     conv = functools.partial(nn.Conv, use_bias=self.norm == "folded", kernel_init=conv_kernel_init,
@@ -303,6 +386,42 @@ class ResNet(nn.Module):
         dilation, strides = dilation * strides, 1
       yield f"layer{i + 1}", planes, [(strides, previous_dilation)] + [(1, dilation)] * (num_blocks - 1)
 
+  def _aa(self) -> Optional[ModuleDef]:
+    if self.aa == "avg":
+      return _AvgDown
+    return AA_LAYERS[self.aa] if self.aa else None
+
+  def _stem(self, x, conv, norm):
+    """The stem: (output, its channels)."""
+    if self.stem == "cifar":
+      width = self.stage_widths[0]
+      x = conv(width, (3, 3), 1, padding=_pad(3), name="conv1")(x)
+      return nn.relu(norm(name="bn1")(x)), width
+    if self.stem == "imagenet":
+      width = self.stage_widths[0]
+      x = conv(width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
+    else:
+      # Bag of Tricks' ResNet-C: three 3x3 convs for the 7x7; 'tiered' narrows the first to 3/4.
+      # Named as timm's nn.Sequential indices (1, 2, 4, 5 are norms and ReLUs).
+      width = 2 * self.stem_width
+      first = 3 * (self.stem_width // 4) if self.stem == "deep_tiered" else self.stem_width
+      x = conv(first, (3, 3), 2, padding=_pad(3), name="conv1_0")(x)
+      x = nn.relu(norm(name="conv1_1")(x))
+      x = conv(self.stem_width, (3, 3), 1, padding=_pad(3), name="conv1_3")(x)
+      x = nn.relu(norm(name="conv1_4")(x))
+      x = conv(width, (3, 3), 1, padding=_pad(3), name="conv1_6")(x)
+    x = nn.relu(norm(name="bn1")(x))
+    if self.stem_pool == "conv":
+      # ResNet-RS: a learned 3x3/2 downsampling instead of the max-pool.
+      x = conv(width, (3, 3), 2, padding=_pad(3), name="maxpool_0")(x)
+      return nn.relu(norm(name="maxpool_1")(x)), width
+    if self.aa == "avg":
+      return avg_pool(x, 2, 2), width
+    # PyTorch pads max-pool with -inf; so does Flax (reduce_window's init value).
+    if self.aa == "blur":
+      return BlurPool(2)(nn.max_pool(x, (3, 3), (1, 1), padding=_pad(3))), width
+    return nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3)), width
+
   @nn.compact
   def __call__(self, x, train: Optional[bool] = None, return_features: bool = False):
     """Runs the network on a batch of NHWC images.
@@ -326,32 +445,34 @@ class ResNet(nn.Module):
       train = self.is_mutable_collection("batch_stats") and not self.is_initializing()
     conv, norm = self._layers(train)
     features = {}
-    width = self.stage_widths[0]
-    if self.stem == "imagenet":
-      x = conv(width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
-      x = nn.relu(norm(name="bn1")(x))
-      # PyTorch pads max-pool with -inf; so does Flax (reduce_window's init value).
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
-    else:
-      x = conv(width, (3, 3), 1, padding=_pad(3), name="conv1")(x)
-      x = nn.relu(norm(name="bn1")(x))
+    x, width = self._stem(x, conv, norm)
     features["stem"] = x
 
     # A folded model has no norm scale to zero (and nothing to train).
     zero_init_last = self.zero_init_residual and self.shortcut is not None and self.norm != "folded"
-    in_channels = width
+    attn = self.attn and functools.partial(
+        ATTENTION[self.attn], dtype=self.dtype, param_dtype=self.param_dtype,
+        **({"rd_ratio": self.attn_ratio} if self.attn == "se" else {}))
+    in_channels, index, total = width, 0, sum(self.stage_sizes)
     for stage, planes, blocks in self._stage_plan():
       out_channels = planes * self.block.expansion
       for j, (strides, dilation) in enumerate(blocks):
+        # timm's linear rule: 0 for the first block, drop_path_rate for the last.
+        rate = self.drop_path_rate * index / max(total - 1, 1)
+        drop_path = functools.partial(DropPath, rate, not train) if rate > 0 else None
         x = self.block(planes=planes, conv=conv, norm=norm, strides=strides, groups=self.groups,
                        base_width=self.width_per_group, dilation=dilation,
                        shortcut=self._shortcut(strides, in_channels, out_channels),
-                       zero_init_last=zero_init_last, name=f"{stage}_{j}")(x)
-        in_channels = out_channels
+                       zero_init_last=zero_init_last, reduce_first=self.block_reduce_first,
+                       attn=attn, aa=self._aa(), drop_path=drop_path, avg_down=self.avg_down,
+                       down_kernel_size=self.down_kernel_size, name=f"{stage}_{j}")(x)
+        in_channels, index = out_channels, index + 1
       features[stage] = x
 
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     features["pre_logits"] = x
+    if self.drop_rate:
+      x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
     if self.num_classes:
       x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init,
                    bias_init=_symmetric_uniform(1.0 / np.sqrt(x.shape[-1])),

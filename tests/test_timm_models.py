@@ -1,0 +1,215 @@
+"""timm's ResNet family: the registry sweep against timm, per-part conversion parity, round trips."""
+
+import copy
+import functools
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import resnet_jax
+from resnet_jax import convert, convert_timm, verify
+from resnet_jax.convert import ConversionError
+from resnet_jax.models import get_model
+from resnet_jax.timm_models import LEFT_OUT, SAME_AS_TORCHVISION, TIMM_RESNETS, timm_names
+
+from test_convert import _assert_close, _check_train_mode, _images
+
+
+@pytest.fixture(scope="module")
+def timm(torchvision):
+  return pytest.importorskip("timm")
+
+
+@functools.lru_cache(maxsize=None)
+def _timm_meta(name):
+  """(parameter count, {key: shape} of the state_dict) of timm's `name`, built on the meta device
+  (shapes only, no memory, no initialisation)."""
+  import timm
+  import torch
+  with torch.device("meta"):
+    model = timm.create_model(name)
+  return (sum(p.numel() for p in model.parameters()),
+          {k: tuple(v.shape) for k, v in model.state_dict().items()
+           if not k.endswith("num_batches_tracked")})
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+def test_every_timm_resnet_name_is_registered_or_left_out(timm):
+  expected = set(timm.list_models(module="resnet")) | set(timm.list_models(module="resnetv2"))
+  assert set(timm_names()) | set(LEFT_OUT) == expected
+  assert not set(timm_names()) & set(LEFT_OUT)
+  assert set(timm_names()) <= set(resnet_jax.list_models())
+
+
+def test_shared_names_are_torchvisions_own_entries():
+  # timm's resnet50 is torchvision's key for key: one definition serves both names.
+  for name in SAME_AS_TORCHVISION:
+    assert name not in TIMM_RESNETS
+    assert get_model(name).stem == "imagenet" and not get_model(name).avg_down
+
+
+@pytest.mark.parametrize("name", timm_names())
+def test_params_equal_timm_and_the_name_is_inferred(name, timm):
+  count, keys = _timm_meta(name)
+  model = get_model(name)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == count
+  # Names whose state_dicts are indistinguishable (anti-aliasing has no weights) must be refused
+  # together; every other name inferred.
+  same = sorted(n for n in timm_names() if _timm_meta(n)[1] == keys)
+  state = {k: np.zeros(s, np.float32) for k, s in keys.items()}
+  if same == [name]:
+    assert convert_timm.infer_timm_arch(state) == convert.Inferred(name, 1000)
+  else:
+    with pytest.raises(ConversionError) as e:
+      convert_timm.infer_timm_arch(state)
+    assert "\n" not in str(e.value) and all(n in str(e.value) for n in same)
+
+
+# --- parity with timm, one model per part --------------------------------------------------------
+
+def _timm_model(name, seed, **kwargs):
+  """timm's `name` with random weights, every norm's affine parameters and BatchNorm's running
+  statistics randomised (timm zeroes each block's last norm, which would hide its branch)."""
+  import timm
+  import torch
+  with torch.random.fork_rng(devices=[]):
+    torch.manual_seed(seed)
+    if name.endswith("_bit") and "layers" in kwargs:
+      # timm's BiT entry points fix the depth; this is what they build (_create_resnetv2_bit).
+      model = timm.models.resnetv2.ResNetV2(
+          stem_type="fixed", conv_layer=functools.partial(timm.layers.StdConv2d, eps=1e-8),
+          width_factor=int(name.split("x")[1][0]), **kwargs)
+    else:
+      model = timm.create_model(name, **kwargs)
+    with torch.no_grad():
+      for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+          m.weight.uniform_(0.5, 1.5)
+          m.bias.normal_(0.0, 0.2)
+        if isinstance(m, torch.nn.BatchNorm2d):
+          m.running_mean.normal_(0.0, 0.2)
+          m.running_var.uniform_(0.5, 2.0)
+  return model.eval()
+
+
+# name, part, timm's overrides (a shallower model where the part does not need the depth).
+ONE = dict(layers=(1, 1, 1, 1))
+PARTS = [
+    ("resnet10t", "stem t, avg-pool shortcut", {}),
+    ("resnet18d", "stem d", {}),
+    ("resnet50c", "stem c", ONE),
+    ("resnet50s", "stem s", ONE),
+    ("seresnext26d_32x4d", "SE, ResNeXt", ONE),
+    ("ecaresnet26t", "ECA", ONE),
+    ("resnetblur18", "blur anti-aliasing", {}),
+    ("resnetaa34d", "avg-pool anti-aliasing", ONE),
+    ("resnet50_gn", "GroupNorm", ONE),
+    ("resnetrs50", "ResNet-RS", ONE),
+    ("senet154", "SENet: 3x3 shortcut, halved first conv", ONE),
+    ("resnetv2_50", "ResNetV2 pre-activation, BatchNorm", ONE),
+    ("resnetv2_18d", "ResNetV2 basic blocks, deep stem, avg-pool shortcut", {}),
+    ("resnetv2_50t", "ResNetV2 tiered stem", ONE),
+    ("resnetv2_50x1_bit", "BiT: weight-standardised convs, GroupNorm", ONE),
+]
+
+
+@pytest.mark.parametrize("name, part, overrides", PARTS, ids=[p[0] for p in PARTS])
+def test_parity_with_timm(name, part, overrides, torch):
+  timm_model = _timm_model(name, seed=len(name), **overrides)
+  model = get_model(name, **({"stage_sizes": overrides["layers"]} if overrides else {}))
+  state = {k: v.clone() for k, v in timm_model.state_dict().items()}
+  variables = convert_timm.from_timm(timm_model, name, model=model)
+  # Round trip, exact both ways.
+  back = convert_timm.to_timm(variables, name, model=model)
+  for key, value in state.items():
+    if not key.endswith("num_batches_tracked"):
+      assert torch.equal(back[key], value), key
+  chex.assert_trees_all_equal(convert_timm.from_timm(back, name, model=model), variables,
+                              strict=True)
+  # timm loads what we write, strictly.
+  reference = copy.deepcopy(timm_model)
+  reference.load_state_dict(back, strict=True)
+
+  x = _images()
+  def forward(variables, x):
+    features = model.apply(variables, x, train=False, return_features=True)
+    train_logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    return features, train_logits, updates.get("batch_stats")
+  features, train_logits, batch_stats = jax.tree.map(np.asarray, forward(variables, x))
+  _assert_close(features["logits"], verify.run_torchvision(timm_model, x))
+  with torch.no_grad():
+    _, stages = timm_model.forward_intermediates(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+  for i, stage in enumerate(stages[1:], 1):
+    _assert_close(features[f"layer{i}"].transpose(0, 3, 1, 2).reshape(2, -1),
+                  stage.numpy().reshape(2, -1), what=f"layer{i}")
+  updated = {"params": variables["params"], **({"batch_stats": batch_stats} if batch_stats else {})}
+  to_state = lambda v: convert_timm.to_timm(v, name, as_numpy=True, model=model)  # noqa: E731
+  _check_train_mode(timm_model, reference.double(), x, train_logits, updated, to_state)
+
+
+def test_drop_path_and_dropout_follow_timms_rules():
+  model = get_model("resnet18d", drop_path_rate=0.2, drop_rate=0.5, num_classes=4)
+  x = _images(size=32)
+  variables = model.init(jax.random.key(0), x)
+  # Eval ignores both; train mode needs the 'dropout' rng and changes the output.
+  eval_logits = model.apply(variables, x, train=False)
+  np.testing.assert_array_equal(eval_logits, model.apply(variables, x, train=False))
+  logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                          rngs={"dropout": jax.random.key(1)})
+  plain = get_model("resnet18d", num_classes=4)
+  still, _ = plain.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert not np.allclose(logits, still)
+  with pytest.raises(Exception, match="dropout"):
+    model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+
+def test_drop_path_rates_rise_linearly_over_blocks():
+  # timm: block i of n drops with rate drop_path_rate * i / (n - 1).
+  model = get_model("resnet10t", drop_path_rate=0.3)
+  rates = []
+
+  def record(next_fun, args, kwargs, context):
+    if type(context.module).__name__ == "DropPath" and context.method_name == "__call__":
+      rates.append(context.module.rate)
+    return next_fun(*args, **kwargs)
+
+  import flax.linen as nn
+  x = _images(size=32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.3])  # block 0 has rate 0: no DropPath at all
+
+
+# --- conversion errors and entry points -----------------------------------------------------------
+
+def test_timm_names_convert_through_from_torchvision(torch):
+  timm_model = _timm_model("resnet10t", seed=3)
+  variables = convert.from_torchvision(timm_model, "resnet10t")
+  chex.assert_trees_all_equal(variables, convert_timm.from_timm(timm_model), strict=True)
+  back = convert.to_torchvision(variables, "resnet10t", as_numpy=True)
+  assert "conv1.0.weight" in back and "layer2.0.downsample.1.weight" in back
+
+
+def test_misfitting_weights_list_keys_and_suggest_the_name(torch):
+  state = _timm_model("resnet10t", seed=4).state_dict()
+  with pytest.raises(ConversionError) as e:
+    convert_timm.from_timm(state, "resnet14t")
+  assert "missing keys" in str(e.value) and "pass arch='resnet10t'" in str(e.value)
+  with pytest.raises(ConversionError, match="not a timm ResNet state_dict"):
+    convert_timm.infer_timm_arch({"stem.conv.weight": np.zeros((8, 3, 3, 3))})
+
+
+def test_convert_command_takes_a_timm_name(torch, tmp_path, capsys):
+  from resnet_jax import checkpoints, cli
+  timm_model = _timm_model("resnet10t", seed=5)
+  path = tmp_path / "r10t.pth"
+  torch.save(timm_model.state_dict(), path)
+  assert cli.main(["convert", "--arch", "resnet10t", "--weights", str(path),
+                   "--out", str(tmp_path / "out")]) == 0
+  variables, spec = checkpoints.load_variables(str(tmp_path / "out"))
+  assert spec.arch == "resnet10t"
+  chex.assert_trees_all_equal(variables, convert_timm.from_timm(timm_model), strict=True)
