@@ -237,13 +237,16 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def state_dict_of(source: Any) -> dict[str, np.ndarray]:
-  """The flat numpy state_dict of a mapping, a torch module or a checkpoint path."""
+  """The flat numpy state_dict of a mapping, a torch module or a checkpoint path, under
+  torchvision's keys when it is in transformers' layout (`convert_hf`)."""
+  from resnet_jax import convert_hf
   if isinstance(source, (str, os.PathLike)):
     state = load_state_dict(source)
   elif hasattr(source, "state_dict") and callable(source.state_dict):
     state = dict(source.state_dict())
   else:
     state = _unwrap(source, "the given object")
+  state = convert_hf.torchvision_keys(state, source)
   return {k: _numpy(v) for k, v in state.items()}
 
 
