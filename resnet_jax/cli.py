@@ -61,7 +61,8 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
 def _converted(args):
   """(variables, ModelSpec) of the weights named by `args` (--arch, --weights, --cache)."""
   from resnet_jax import hub
-  return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite)
+  return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite,
+                          revision=args.revision)
 
 
 def cmd_convert(args) -> int:
@@ -374,6 +375,8 @@ def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
                                  "~/.cache/resnet_jax)")
   p.add_argument("--allow-nonfinite", action="store_true",
                  help="convert weights holding NaN or infinity instead of refusing them")
+  p.add_argument("--revision", help="branch, tag or commit of timm's weights on the Hugging Face Hub "
+                                    "(or NAME@REVISION) (default: main)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the traceback of an error instead of a one-line message")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
-                         "a .pth/.safetensors file, or a URL")
+                         "timm's weights name from the Hugging Face Hub (resnet50.a1_in1k, "
+                         "timm/resnet50d.ra2_in1k), a .pth/.safetensors file (torchvision's, "
+                         "timm's or transformers' layout), or a URL")
 
   p = sub.add_parser("convert", help="torchvision weights -> Orbax checkpoint of Flax variables")
   _weights_arguments(p, torchvision_weights)

@@ -67,7 +67,8 @@ def load_pretrained(state: steps.TrainState, directory: str,
   different input channel count is an error and a different normalisation a warning: the features
   were learnt on inputs normalised as the checkpoint's spec says.
   """
-  variables, theirs_spec = checkpoints.load_variables(directory)
+  from resnet_jax import hub  # a directory, or timm's weights by name ('resnet50.a1_in1k')
+  variables, theirs_spec = hub.load_variables(directory)
   if expected is not None:
     _check_pretrained_input(theirs_spec, expected, directory)
   ours = {"params": state.params, "batch_stats": state.batch_stats}
