@@ -151,6 +151,10 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
   resize of training's center evaluation (`eval_sizes`: FixRes' val sizes when set)."""
   overrides = json.loads(json.dumps(config.model_overrides.to_dict()))
   overrides.pop("in_channels", None)  # A field of its own in the spec.
+  # Only when set, so that models without stochastic depth or dropout keep building.
+  for key in ("drop_path_rate", "drop_rate"):
+    if config[key]:
+      overrides[key] = float(config[key])
   crop, crop_fraction = eval_sizes(config)
   return spec_lib.ModelSpec(
       arch=config.model, num_classes=data.num_classes, in_channels=config_checks.input_channels(config),
@@ -299,7 +303,10 @@ def compile_steps(config: ml_collections.ConfigDict, spec: spec_lib.ModelSpec,
   bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))
   train_fn, eval_fn = layout.compile(
       functools.partial(steps.train_step, tx=tx, schedule=schedule,
-                        label_smoothing=config.label_smoothing, mix=batch_mix(config),
+                        label_smoothing=config.label_smoothing, loss=config.loss,
+                        bce_target_threshold=(config.bce_target_threshold
+                                              if config.bce_target_threshold >= 0 else None),
+                        mix=batch_mix(config),
                         mix_seed=config.seed,
                         ema_update=ema_from_config(config, steps_per_epoch, total_steps),
                         grad_accum_steps=config.grad_accum_steps,
