@@ -103,6 +103,12 @@ def _eval_protocols():
   return input_pipeline.EVAL_PROTOCOLS
 
 
+def _auto_augment(x) -> Optional[str]:
+  from resnet_jax import timm_augment
+  if x not in autoaugment.POLICIES and not (isinstance(x, str) and timm_augment.is_rand_augment(x)):
+    return f"one of {autoaugment.POLICIES} or a timm RandAugment string ('rand-m7-mstd0.5-inc1')"
+
+
 def _model_overrides(x) -> Optional[str]:
   import dataclasses
 
@@ -127,7 +133,7 @@ RULES: dict[str, Rule] = {
     "eval_split": string(nonempty=True),
     "image_size": integer(1),
     "augment": one_of(_augmentations),
-    "auto_augment": one_of(lambda: autoaugment.POLICIES),
+    "auto_augment": _auto_augment,
     "ra_magnitude": integer_in(0, 30),  # A bin of RandAugment's 31.
     "augmix_severity": integer_in(1, 10),  # torchvision's AugMix range.
     "random_erase": number(0, 1),

@@ -72,8 +72,8 @@ def test_recipe_holds_table_1(name):
   assert (config.weight_decay, config.label_smoothing, config.drop_path_rate) == (wd, smoothing,
                                                                                  drop_path)
   assert (config.warmup, config.schedule_unit) == (5.0, "epochs")
-  assert config.ra_sampler == repeated and config.auto_augment == "rand_augment"
-  assert config.ra_magnitude == round(magnitude * 3)
+  assert config.ra_sampler == repeated
+  assert config.auto_augment == f"rand-m{magnitude}-mstd0.5-inc1"
   assert (config.mixup_alpha, config.cutmix_alpha) == (mix, 1.0)
   assert (config.loss, config.bce_target_threshold) == ("bce", 0.2)
   assert not config.model_ema and config.random_erase == 0 and config.drop_rate == 0

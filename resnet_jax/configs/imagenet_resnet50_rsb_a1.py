@@ -20,7 +20,9 @@ Table 1 of the paper, setting by setting (A1 / A2 / A3 where they differ; `rsb_s
   Repeated Aug yes / yes / -                ra_sampler (ra_reps 3, timm's default)
   Gradient Clip -                           clip_grad_norm = 0
   H. flip, RRC                              augment = "torchvision" (random-resized crop + flip)
-  Rand Augment 7/0.5 / 7/0.5 / 6/0.5        auto_augment = "rand_augment", ra_magnitude 21 / 21 / 18
+  Rand Augment 7/0.5 / 7/0.5 / 6/0.5        auto_augment = "rand-m7-mstd0.5-inc1" ("rand-m6-..." for
+                                            A3): timm's RandAugment (resnet_jax/timm_augment.py), its
+                                            'random' bilinear/bicubic filter, the mean as fill
   Auto Augment, Erasing, ColorJitter, EMA -  auto-augment policies off, random_erase 0, model_ema off
   Mixup alpha 0.2 / 0.1 / 0.1               mixup_alpha
   Cutmix alpha 1.0                          cutmix_alpha = 1.0 (one of the two per batch, p 0.5)
@@ -28,11 +30,8 @@ Table 1 of the paper, setting by setting (A1 / A2 / A3 where they differ; `rsb_s
                                             --bce-target-thresh 0.2)
   Mixed precision yes                       dtype = "auto" (bfloat16 on accelerators)
 
-Known differences: timm's RandAugment "rand-m7-mstd0.5-inc1" (magnitude 7 of 10 with Gaussian noise
-of std 0.5, "increasing" operations) is not implemented here; the recipe uses torchvision's
-RandAugment (2 operations) at bin 21 of 30, the same 0.7 of each operation's range (18 = 0.6 for
-A3), without the magnitude noise. The evaluation resize is bilinear (timm's bicubic weights are fed
-bicubic by `resnet-jax predict`/`evaluate` through their ModelSpec; training's own evaluation is
+Known differences: timm's training crop (RandomResizedCrop) resizes with a random filter, ours is
+bilinear (torchvision's). The evaluation resize is bilinear (timm's bicubic weights are fed bicubic by `resnet-jax predict`/`evaluate` through their ModelSpec; training's own evaluation is
 bilinear). Stochastic depth needs a model with `drop_path_rate` (timm's family): until the zoo's
 resnet50 has it, the config check refuses the recipe naming drop_path_rate.
 
@@ -79,8 +78,7 @@ def rsb_config(name: str) -> ml_collections.ConfigDict:
   config.ra_sampler = repeated
   config.ra_reps = 3
   config.augment = "torchvision"
-  config.auto_augment = "rand_augment"
-  config.ra_magnitude = round(magnitude / 10 * 30)  # timm's 0-10 scale onto torchvision's 31 bins.
+  config.auto_augment = f"rand-m{magnitude}-mstd0.5-inc1"
   config.mixup_alpha = mixup
   config.cutmix_alpha = 1.0
   config.loss = "bce"
