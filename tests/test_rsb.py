@@ -106,3 +106,27 @@ def test_drop_rates_are_model_overrides_only_when_set(tmp_path):
       config.drop_path_rate = 0.1
     spec = train_lib.model_spec(config, data, str(tmp_path))
     assert spec.model_overrides["drop_path_rate"] == 0.1
+
+
+def test_train_step_reports_timms_bce_of_its_logits(torch):
+  """One real step with loss='bce', threshold 0.2 and smoothing 0.1: its loss is timm's
+  BinaryCrossEntropy of the train-mode logits the model gives on the same batch (float32 both)."""
+  import jax.numpy as jnp
+  import optax
+  import timm.loss
+  model = models.get_model("resnet20", num_classes=10, stage_sizes=(1, 1, 1), in_channels=1)
+  tx = optax.sgd(0.1)
+  state = train_lib.initial_state(model, tx, (8, 8, 1), seed=0)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (8, 8, 8, 1), np.uint8),
+           "label": rng.integers(0, 10, 8).astype(np.int32)}
+  _, metrics = jax.jit(lambda s, b: steps.train_step(
+      s, b, model=model, tx=tx, schedule=optax.constant_schedule(0.1), mean=(84.0,), std=(105.0,),
+      label_smoothing=0.1, loss="bce", bce_target_threshold=0.2))(state, batch)
+  images = (batch["image"].astype(np.float32) - 84.0) / 105.0
+  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
+                          train=True, mutable=["batch_stats"])
+  expected = timm.loss.BinaryCrossEntropy(smoothing=0.1, target_threshold=0.2)(
+      torch.from_numpy(np.array(logits)), torch.from_numpy(batch["label"].astype(np.int64)))
+  np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+  assert jnp.isfinite(metrics["loss"])
