@@ -135,6 +135,47 @@ def config_beside(path: str | os.PathLike) -> Optional[dict]:
   return data if isinstance(data, dict) and data.get("model_type") == "resnet" else None
 
 
+# PIL's resampling codes, as transformers' image processors store them.
+_PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+
+
+def preprocessing_beside(path: str | os.PathLike) -> Optional[dict]:
+  """`ModelSpec` fields (image_size, resize_size, interpolation, mean_255, std_255) from the
+  `preprocessor_config.json` beside a transformers weights file, or None when there is none.
+
+  The microsoft/resnet-* processors (ConvNeXt's) resize the shorter side to
+  int(shortest_edge / crop_pct), bicubic, then center-crop shortest_edge: 256 then 224.
+
+  Raises:
+    LayoutError: a processor whose resize or filter we cannot reproduce, named with the file.
+  """
+  where = os.path.join(os.path.dirname(os.path.abspath(path)), "preprocessor_config.json")
+  if not os.path.isfile(where):
+    return None
+  try:
+    with open(where) as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise LayoutError(f"{where} is not readable JSON: {e}") from None
+  size = data.get("size", 224)
+  edge = size.get("shortest_edge") if isinstance(size, dict) else size
+  if not isinstance(edge, int):
+    raise LayoutError(f"{where}: size {size!r} is not a shortest edge (only those are supported)")
+  resample = data.get("resample", 2)
+  if resample not in _PIL_RESAMPLE:
+    raise LayoutError(f"{where}: resample {resample!r} is not PIL's bilinear (2) or bicubic (3)")
+  crop_pct = data.get("crop_pct")
+  # ConvNeXt's processor crops only below 384 px; at 384 and above it warps to the square.
+  if crop_pct is None or edge >= 384:
+    raise LayoutError(f"{where}: only a resize then center crop (crop_pct, size below 384) is "
+                      "supported")
+  mean = data.get("image_mean", (0.485, 0.456, 0.406))
+  std = data.get("image_std", (0.229, 0.224, 0.225))
+  return {"image_size": edge, "resize_size": int(edge / crop_pct),
+          "interpolation": _PIL_RESAMPLE[resample],
+          "mean_255": tuple(m * 255.0 for m in mean), "std_255": tuple(s * 255.0 for s in std)}
+
+
 def torchvision_keys(state_dict: dict, source: Any = None) -> dict:
   """`state_dict` itself, or, when its keys are transformers', the same under torchvision's keys
   (checked against the `config.json` beside the file `source`, if any). `convert.state_dict_of`

@@ -268,8 +268,14 @@ def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None,
     log.info("inferred architecture: %s", inferred)
     arch = inferred.arch
   variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
-  return variables, torchvision_spec(arch, convert.variables_classes(variables), path, transform,
-                                     weights)
+  spec = torchvision_spec(arch, convert.variables_classes(variables), path, transform, weights)
+  from resnet_jax import convert_hf
+  # A transformers model directory (its config.json says 'resnet'): its image processor's preprocessing.
+  processor = (convert_hf.preprocessing_beside(path) if convert_hf.config_beside(path) is not None
+               else None)
+  if processor is not None:
+    spec = spec.replace(**processor, source=dict(spec.source, kind="transformers"))
+  return variables, spec
 
 
 def torchvision_spec(arch: str, num_classes: Optional[int], path: str,

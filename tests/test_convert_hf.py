@@ -169,3 +169,31 @@ def test_cli_converts_a_transformers_file(torch, transformers, tmp_path, capsys,
                               convert.from_torchvision(hf), strict=True)
   with open(tmp_path / "hf" / "config.json") as f:
     assert json.load(f)["model_type"] == "resnet"
+
+
+def test_a_transformers_directory_brings_its_preprocessing(torch, transformers, tmp_path):
+  """microsoft/resnet-*'s processor (ConvNeXt's: crop_pct 0.875, bicubic) becomes the spec: resize
+  256, bicubic, crop 224. transformers 5 resizes with torchvision's tensor kernel, which rounds
+  differently from PIL by at most one uint8 level (resnet_jax/transforms.py), so that is the margin."""
+  from PIL import Image
+  from skimage import data
+  from resnet_jax import hub
+  hf = _randomised(transformers.ResNetForImageClassification(_config(transformers, "resnet18")),
+                   torch, seed=5)
+  hf.save_pretrained(tmp_path / "hf")
+  processor = transformers.ConvNextImageProcessor(
+      crop_pct=0.875, size={"shortest_edge": 224}, resample=3,
+      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+  processor.save_pretrained(tmp_path / "hf")
+  model, variables, transform = hub.pretrained(None, str(tmp_path / "hf" / "model.safetensors"))
+  spec = hub.load_weights(None, str(tmp_path / "hf" / "model.safetensors"))[1]
+  assert (spec.image_size, spec.resize_size, spec.interpolation) == (224, 256, "bicubic")
+  assert spec.source["kind"] == "transformers"
+  photo = data.chelsea()
+  theirs = processor(Image.fromarray(photo), return_tensors="np")["pixel_values"][0]
+  ours = transform(photo)[0]
+  np.testing.assert_allclose(ours, theirs.transpose(1, 2, 0), rtol=0, atol=1.0 / 255 / 0.224 + 1e-6)
+  # Without the processor file, torchvision's default view is kept.
+  os.remove(tmp_path / "hf" / "preprocessor_config.json")
+  spec = hub.load_weights(None, str(tmp_path / "hf" / "model.safetensors"))[1]
+  assert (spec.resize_size, spec.interpolation) == (256, "bilinear")
