@@ -122,16 +122,21 @@ def check_config(config: Mapping[str, Any], where: str = "the config") -> None:
                         f"ResNet has {ours})")
 
 
+def _json_beside(path: str | os.PathLike, name: str) -> tuple[str, Optional[Any]]:
+  """(path, parsed content or None when absent) of the file `name` beside the file `path`."""
+  where = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+  if not os.path.isfile(where):
+    return where, None
+  try:
+    with open(where) as f:
+      return where, json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise LayoutError(f"{where} is not readable JSON: {e}") from None
+
+
 def config_beside(path: str | os.PathLike) -> Optional[dict]:
   """The transformers `config.json` in the directory of the weights file `path`, or None."""
-  candidate = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-  if not os.path.isfile(candidate):
-    return None
-  try:
-    with open(candidate) as f:
-      data = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise LayoutError(f"{candidate} is not readable JSON: {e}") from None
+  _, data = _json_beside(path, "config.json")
   return data if isinstance(data, dict) and data.get("model_type") == "resnet" else None
 
 
@@ -149,14 +154,9 @@ def preprocessing_beside(path: str | os.PathLike) -> Optional[dict]:
   Raises:
     LayoutError: a processor whose resize or filter we cannot reproduce, named with the file.
   """
-  where = os.path.join(os.path.dirname(os.path.abspath(path)), "preprocessor_config.json")
-  if not os.path.isfile(where):
+  where, data = _json_beside(path, "preprocessor_config.json")
+  if not isinstance(data, dict):
     return None
-  try:
-    with open(where) as f:
-      data = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise LayoutError(f"{where} is not readable JSON: {e}") from None
   size = data.get("size", 224)
   edge = size.get("shortest_edge") if isinstance(size, dict) else size
   if not isinstance(edge, int):
