@@ -158,7 +158,7 @@ def test_unsupported_preprocessing_is_refused(torch, timm, offline_cache):
     hub.load_weights(None, "resnet18.a1_in1k")
 
 
-def test_cli_convert_predict_and_init_from_take_timm_names(torch, timm, tmp_path):
+def test_cli_convert_predict_and_load_variables_take_timm_names(torch, timm, tmp_path):
   """The user's way: HF_HUB_CACHE and HF_HUB_OFFLINE=1 in the environment, one subprocess."""
   cache = str(tmp_path / "hub")
   model = _timm_model(timm, torch, "resnet18.a1_in1k", seed=5)
@@ -181,3 +181,20 @@ def test_cli_convert_predict_and_init_from_take_timm_names(torch, timm, tmp_path
   assert json.loads(run.stdout.strip().splitlines()[-1])["interpolation"] == "bicubic"
   chex.assert_trees_all_equal(jax.tree.map(np.asarray, variables), convert.from_torchvision(model),
                               strict=True)
+
+
+def test_init_from_takes_a_timm_name(torch, timm, offline_cache):
+  """--config.init_from=resnet18.a1_in1k: every weight but the classifier (another class count)."""
+  from resnet_jax import steps, train_lib
+  model = _timm_model(timm, torch, "resnet18.a1_in1k", seed=6)
+  publish(offline_cache, model, "resnet18.a1_in1k")
+  # This run's state: another model's weights (zeros) and a head of 3 classes; no init to compile.
+  zeros = jax.tree.map(np.zeros_like, convert.from_torchvision(model))
+  zeros["params"]["fc"] = {"kernel": np.ones((512, 3), np.float32), "bias": np.ones(3, np.float32)}
+  state = steps.TrainState(step=0, params=zeros["params"], batch_stats=zeros["batch_stats"],
+                           opt_state=())
+  loaded = train_lib.load_pretrained(state, "resnet18.a1_in1k")
+  expected = convert.from_torchvision(model)
+  chex.assert_trees_all_equal(loaded.params["layer4_1"], expected["params"]["layer4_1"])
+  chex.assert_trees_all_equal(loaded.batch_stats, expected["batch_stats"])
+  chex.assert_trees_all_equal(loaded.params["fc"], state.params["fc"])  # a fresh head of 3 classes
