@@ -335,7 +335,8 @@ def _evaluate_parser(sub) -> None:
                      description="A checkpoint's top-1/top-5 error under the paper's testing "
                                  "protocols (resnet_jax/evaluate.py).")
   p.add_argument("--checkpoint", required=True,
-                 help="converted model directory (resnet-jax convert --out) or training workdir")
+                 help="converted model directory (resnet-jax convert --out), training workdir, or "
+                      "timm's weights name (resnet50.a1_in1k, fetched from the Hugging Face Hub)")
   p.add_argument("--dataset", required=True,
                  help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/*.jpg) or a "
                       "prepared TFDS dataset, e.g. cifar10, imagenet2012")

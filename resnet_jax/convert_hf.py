@@ -173,7 +173,8 @@ def preprocessing_beside(path: str | os.PathLike) -> Optional[dict]:
   std = data.get("image_std", (0.229, 0.224, 0.225))
   return {"image_size": edge, "resize_size": int(edge / crop_pct),
           "interpolation": _PIL_RESAMPLE[resample],
-          "mean_255": tuple(m * 255.0 for m in mean), "std_255": tuple(s * 255.0 for s in std)}
+          "mean_255": tuple(round(m * 255.0, 6) for m in mean),
+          "std_255": tuple(round(s * 255.0, 6) for s in std)}
 
 
 def torchvision_keys(state_dict: dict, source: Any = None) -> dict:

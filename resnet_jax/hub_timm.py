@@ -107,6 +107,12 @@ def read_config(path: str) -> dict:
   return data
 
 
+def scale_255(values) -> tuple:
+  """[0, 1] statistics on the 0-255 scale, rounded as `image_ops.IMAGENET_MEAN_255` is, so that
+  ImageNet's values compare equal to the constants (init_from warns about a different mean)."""
+  return tuple(round(float(v) * 255.0, 6) for v in values)
+
+
 def spec_of(config: dict, num_classes: Optional[int], source: dict, where: str) -> ModelSpec:
   """The ModelSpec of timm weights from their config.json: the eval preprocessing timm's
   `resolve_data_config` gives (input_size, crop_pct, interpolation, mean, std), and the class names.
@@ -138,7 +144,7 @@ def spec_of(config: dict, num_classes: Optional[int], source: dict, where: str) 
   return ModelSpec(arch=config["architecture"], num_classes=num_classes, in_channels=int(channels),
                    image_size=int(height), resize_size=int(math.floor(height / crop_pct)),
                    interpolation=interpolation,
-                   mean_255=tuple(m * 255.0 for m in mean), std_255=tuple(s * 255.0 for s in std),
+                   mean_255=scale_255(mean), std_255=scale_255(std),
                    class_names=tuple(names), source=source)
 
 

@@ -90,6 +90,8 @@ def test_pretrained_by_timm_name_feeds_the_model_as_timm_does(torch, timm, offli
   assert spec.resize_size == int(224 / cfg["crop_pct"]) == 235
   np.testing.assert_allclose(spec.mean_std(1.0)[0], cfg["mean"], rtol=1e-12)
   np.testing.assert_allclose(spec.mean_std(1.0)[1], cfg["std"], rtol=1e-12)
+  from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
+  assert (spec.mean_255, spec.std_255) == (IMAGENET_MEAN_255, IMAGENET_STD_255)  # no init_from warning
   assert spec.source["kind"] == "timm" and spec.source["commit"] == COMMITS[0]
 
   # timm's own eval transform of a PIL photo, bit for bit.
