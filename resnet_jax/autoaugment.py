@@ -13,6 +13,7 @@ replay torch's own draws through that interface and get torchvision's images.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence
 
@@ -228,8 +229,9 @@ def train_policy(auto_augment: str, *, ra_magnitude: int = 9, augmix_severity: i
                  random_erase: float = 0.0, erase_value: Sequence[float] = (0.0,)
                  ) -> Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
   """What torchvision's ClassificationPresetTrain adds after crop and flip: the policy named
-  `auto_augment` ('' for none, 'ta_wide', 'rand_augment', 'augmix') then RandomErasing with
-  probability `random_erase`. None when neither is on (today's pipeline, unchanged).
+  `auto_augment` ('' for none, 'ta_wide', 'rand_augment', 'augmix', or timm's RandAugment string
+  such as 'rand-m7-mstd0.5-inc1': `timm_augment`) then RandomErasing with probability
+  `random_erase`. None when neither is on (today's pipeline, unchanged).
 
   torchvision erases after Normalize with value 0, i.e. the mean; pass `erase_value` = the mean on
   the 0-255 scale (uint8 images round it: at most half a level, 0.5/std after normalisation).
@@ -238,8 +240,15 @@ def train_policy(auto_augment: str, *, ra_magnitude: int = 9, augmix_severity: i
               "rand_augment": lambda image, rng: rand_augment(image, rng, magnitude=ra_magnitude),
               "augmix": lambda image, rng: augmix(image, rng, severity=augmix_severity)}
   assert tuple(policies) == POLICIES
+  from resnet_jax import timm_augment
+  if auto_augment.startswith("rand-"):  # timm's RandAugment string, e.g. 'rand-m7-mstd0.5-inc1'
+    config = timm_augment.parse(auto_augment)
+    # timm fills with round(255 * mean): the mean, which `erase_value` holds on the 0-255 scale.
+    fill = tuple(min(255, int(round(v))) for v in erase_value)
+    policies[auto_augment] = functools.partial(timm_augment.rand_augment, config=config, fill=fill)
   if auto_augment not in policies:
-    raise ValueError(f"unknown auto_augment {auto_augment!r}; expected one of {POLICIES}")
+    raise ValueError(f"unknown auto_augment {auto_augment!r}; expected one of {POLICIES} or a timm "
+                     "RandAugment string such as 'rand-m7-mstd0.5-inc1'")
   policy = policies[auto_augment]
   if policy is None and not random_erase:
     return None

@@ -108,7 +108,7 @@ def _converted(args):
   """(variables, ModelSpec) of the weights named by `args` (--arch, --weights, --cache)."""
   from resnet_jax import hub
   return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite,
-                          ema=args.ema)
+                          ema=args.ema, revision=args.revision)
 
 
 def cmd_convert(args) -> int:
@@ -402,7 +402,8 @@ def _evaluate_parser(sub) -> None:
                      description="A checkpoint's top-1/top-5 error under the paper's testing "
                                  "protocols (resnet_jax/evaluate.py).")
   p.add_argument("--checkpoint", required=True,
-                 help="converted model directory (resnet-jax convert --out) or training workdir")
+                 help="converted model directory (resnet-jax convert --out), training workdir, or "
+                      "timm's weights name (resnet50.a1_in1k, fetched from the Hugging Face Hub)")
   p.add_argument("--dataset", required=True,
                  help="'digits', 'folder' (--data-dir ROOT with ROOT/SPLIT/<class>/**, as "
                       "training's config.source='folder'), 'array_record' (--data-dir OUT of "
@@ -449,6 +450,8 @@ def _weights_arguments(p: argparse.ArgumentParser, weights_help: str) -> None:
                  help="the EMA weights of a training checkpoint (torchvision's model_ema, timm's "
                       "state_dict_ema) or of a training workdir (config.model_ema) (default: the "
                       "plain weights)")
+  p.add_argument("--revision", help="branch, tag or commit of timm's weights on the Hugging Face Hub "
+                                    "(or NAME@REVISION) (default: main)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the traceback of an error instead of a one-line message")
   sub = parser.add_subparsers(dest="command", required=True)
   torchvision_weights = ("torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
-                         "a .pth/.safetensors file (a state_dict, or a torchvision/timm train.py "
-                         "checkpoint), or a URL")
+                         "timm's weights name from the Hugging Face Hub (resnet50.a1_in1k, "
+                         "timm/resnet50d.ra2_in1k), a .pth/.safetensors file (a state_dict in "
+                         "torchvision's, timm's or transformers' layout, or a torchvision/timm "
+                         "train.py checkpoint), or a URL")
 
   p = sub.add_parser("convert", help="torchvision weights -> Orbax checkpoint of Flax variables")
   _weights_arguments(p, torchvision_weights)

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import ml_collections
 
-from resnet_jax import autoaugment, input_pipeline, models, optim, sharding
+from resnet_jax import autoaugment, input_pipeline, models, optim, sharding, steps
 
 Rule = Callable[[Any], Optional[str]]  # The value -> None, or 'expected ...'.
 
@@ -105,6 +105,12 @@ def _eval_protocols():
   return input_pipeline.EVAL_PROTOCOLS
 
 
+def _auto_augment(x) -> Optional[str]:
+  from resnet_jax import timm_augment
+  if x not in autoaugment.POLICIES and not (isinstance(x, str) and timm_augment.is_rand_augment(x)):
+    return f"one of {autoaugment.POLICIES} or a timm RandAugment string ('rand-m7-mstd0.5-inc1')"
+
+
 def _model_overrides(x) -> Optional[str]:
   import dataclasses
 
@@ -129,7 +135,7 @@ RULES: dict[str, Rule] = {
     "eval_split": string(nonempty=True),
     "image_size": integer(1),
     "augment": one_of(_augmentations),
-    "auto_augment": one_of(lambda: autoaugment.POLICIES),
+    "auto_augment": _auto_augment,
     "ra_magnitude": integer_in(0, 30),  # A bin of RandAugment's 31.
     "augmix_severity": integer_in(1, 10),  # torchvision's AugMix range.
     "random_erase": number(0, 1),
@@ -173,6 +179,10 @@ RULES: dict[str, Rule] = {
     "weight_decay": number(0),
     "weight_decay_exclude_bn_bias": boolean,
     "label_smoothing": number(0, 1, high_open=True),
+    "loss": one_of(lambda: steps.LOSSES),
+    "bce_target_threshold": number(high=1, high_open=True),  # < 0: none.
+    "drop_path_rate": number(0, 1, high_open=True),
+    "drop_rate": number(0, 1, high_open=True),
     "mixup_alpha": number(0),
     "cutmix_alpha": number(0),
     "model_ema": boolean,
@@ -231,6 +241,16 @@ def _micro_batches(config) -> Optional[tuple[str, str]]:
     return "grad_accum_steps", f"a divisor of batch_size ({config.batch_size})"
 
 
+def _drop_rates(config) -> Optional[tuple[str, str]]:
+  import dataclasses
+  fields = {f.name for f in dataclasses.fields(models.ResNet)}
+  for key in ("drop_path_rate", "drop_rate"):
+    if config[key] and key not in fields:
+      return key, f"0: this resnet_jax's models have no {key} (timm's models add it)"
+  if config.bce_target_threshold >= 0 and config.loss != "bce":
+    return "bce_target_threshold", "< 0 unless loss='bce'"
+
+
 def _decay_groups(config) -> Optional[tuple[str, str]]:
   for key in ("norm_weight_decay", "bias_weight_decay"):
     if config[key] >= 0 and config.optimizer in ("lars", "lamb"):
@@ -242,7 +262,7 @@ def _decay_groups(config) -> Optional[tuple[str, str]]:
 # Each returns (key, expected) for a value that is fine alone but not with the others.
 CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
                                       _uint8_augment, _decay_groups,
-                                      _fixres, _micro_batches)
+                                      _fixres, _micro_batches, _drop_rates)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -394,13 +394,16 @@ def _numpy(value: Any) -> np.ndarray:
 
 def state_dict_of(source: Any, ema: bool = False) -> dict[str, np.ndarray]:
   """The flat numpy state_dict of a mapping (a state_dict or a training checkpoint), a torch module
-  or a checkpoint path; with `ema`, the checkpoint's EMA weights (see `unwrap_state_dict`)."""
+  or a checkpoint path; with `ema`, the checkpoint's EMA weights (see `unwrap_state_dict`); under
+  torchvision's keys when it is in transformers' layout (`convert_hf`)."""
+  from resnet_jax import convert_hf
   if isinstance(source, (str, os.PathLike)):
     state = load_state_dict(source, ema)
   elif hasattr(source, "state_dict") and callable(source.state_dict):
     state = unwrap_state_dict(dict(source.state_dict()), f"the given {type(source).__name__}", ema)
   else:
     state = unwrap_state_dict(source, "the given object", ema)
+  state = convert_hf.torchvision_keys(state, source)
   return {k: _numpy(v) for k, v in state.items()}
 
 

@@ -249,15 +249,17 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
     A `Result`.
   """
   import jax
-  from resnet_jax import checkpoints, sharding
-  variables, spec = (checkpoints.load_variables(variables_dir)
+  from resnet_jax import hub, sharding
+  variables, spec = (hub.load_variables(variables_dir)
                      if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
   prep = preprocessing(spec, mean=mean, std=std, image_size=image_size)
   if protocol == "center" and resize_size is None and image_size is None:
     # The resize the model was evaluated or published with (232 for torchvision's V2 weights).
     resize_size = spec.resize_size
-  views_fn = protocols.get_protocol(protocol, **view_sizes(protocol, prep.image_size,
-                                                           resize_size=resize_size, scales=scales))
+  # The resize filter the model was trained or published with (bicubic for most of timm's).
+  views_fn = protocols.get_protocol(protocol, interpolation=spec.interpolation,
+                                    **view_sizes(protocol, prep.image_size,
+                                                 resize_size=resize_size, scales=scales))
   if isinstance(dataset, str):
     split = split or default_split(dataset, data_dir)
     source = load_source(dataset, split, data_dir, spec.class_names, spec.in_channels)

@@ -240,15 +240,27 @@ def _published_file(path: str) -> Optional[Weights]:
 
 
 def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None, *,
-                 allow_nonfinite: bool = False, ema: bool = False) -> tuple[dict, ModelSpec]:
-  """(Flax variables, ModelSpec) of a weights file, name or URL (see `resolve`).
+                 allow_nonfinite: bool = False, ema: bool = False, revision: Optional[str] = None
+                 ) -> tuple[dict, ModelSpec]:
+  """(Flax variables, ModelSpec) of a weights file, name or URL (see `resolve`), or of timm's
+  weights by name ('resnet50.a1_in1k', 'timm/resnet50d.ra2_in1k@REV': see `hub_timm`; `revision`
+  pins the Hub repository's revision).
 
   A file written by `resnet-jax export` (`.safetensors` or `.pth`) converts back as the model it
   describes (1 input channel, CIFAR stages...) with the preprocessing it was trained with;
-  torchvision's weights get torchvision's published preprocessing. `arch` None: read from the
-  export, else inferred (logged). A training checkpoint's plain weights are read, or with `ema` its
-  EMA weights (see `convert.unwrap_state_dict`).
+  torchvision's weights get torchvision's published preprocessing, timm's the pretrained_cfg of their
+  config.json. `arch` None: read from the export or timm's config, else inferred (logged). A
+  training checkpoint's plain weights are read, or with `ema` its EMA weights (see
+  `convert.unwrap_state_dict`).
   """
+  from resnet_jax import hub_timm
+  if hub_timm.is_timm_name(weights):
+    if ema:
+      raise ValueError(f"--ema reads a training checkpoint's EMA weights; {weights} is timm's "
+                       "published weights, which are one set")
+    return hub_timm.load(weights, revision, arch=arch, allow_nonfinite=allow_nonfinite)
+  if revision is not None:
+    raise ValueError(f"--revision is for timm's weights on the Hugging Face Hub, not {weights!r}")
   path, transform = resolve(arch, weights, cache)
   state, exported = convert.read_checkpoint(path, ema)
   if exported is not None:
@@ -267,6 +279,12 @@ def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None,
     arch = inferred.arch
   variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
   spec = torchvision_spec(arch, convert.variables_classes(variables), path, transform, weights)
+  from resnet_jax import convert_hf
+  # A transformers model directory (its config.json says 'resnet'): its image processor's preprocessing.
+  processor = (convert_hf.preprocessing_beside(path) if convert_hf.config_beside(path) is not None
+               else None)
+  if processor is not None:
+    spec = spec.replace(**processor, source=dict(spec.source, kind="transformers"))
   return variables, spec.replace(source=dict(spec.source, ema=True)) if ema else spec
 
 
@@ -279,36 +297,54 @@ def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
   return ModelSpec.for_torchvision(arch, num_classes, transform.resize_size, source)
 
 
+def load_variables(source: str, revision: Optional[str] = None) -> tuple[dict, ModelSpec]:
+  """(variables, ModelSpec) of a directory written by `resnet-jax convert` or training, or of timm's
+  weights by name: what `evaluate` and `init_from` read."""
+  from resnet_jax import checkpoints, hub_timm
+  if not os.path.isdir(source) and hub_timm.is_timm_name(source):
+    return hub_timm.load(source, revision)
+  return checkpoints.load_variables(source)
+
+
 def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional[str] = None,
-               allow_nonfinite: bool = False, ema: bool = False, **overrides: Any) -> Pretrained:
+               allow_nonfinite: bool = False, ema: bool = False, revision: Optional[str] = None,
+               **overrides: Any) -> Pretrained:
   """A ResNet with torchvision's pretrained weights, as `torchvision.models.get_model` gives it.
 
   Example:
     model, variables, transform = resnet_jax.pretrained("resnet50", weights="IMAGENET1K_V2")
     logits = model.apply(variables, transform(PIL.Image.open("cat.jpg")))
+    model, variables, transform = resnet_jax.pretrained("resnet50.a1_in1k")  # timm's, from the Hub
 
   Args:
-    arch: a registered architecture, e.g. 'resnet50'.
+    arch: a registered architecture, e.g. 'resnet50'; or timm's weights name, e.g.
+      'resnet50.a1_in1k' or 'timm/resnet50d.ra2_in1k' (with `weights` left 'DEFAULT').
     weights: torchvision's weights name ('IMAGENET1K_V1', 'IMAGENET1K_V2', 'DEFAULT'), downloaded
       once into the cache; the path of a local `.pth`/`.safetensors` file (no network needed); a
       URL whose file name carries its hash, like torchvision's; or a directory written by
       `resnet-jax convert` or training (its ModelSpec gives the model and the preprocessing; `arch`
       may then be None).
-    cache: directory for downloads (default `cache_dir()`).
+    cache: directory for torchvision's downloads (default `cache_dir()`); timm's weights use the
+      Hugging Face cache ($HF_HUB_CACHE; $HF_HUB_OFFLINE=1 reads only from it).
     allow_nonfinite: convert weights holding NaN or infinity instead of refusing them.
     ema: the EMA weights of a training checkpoint file (torchvision's 'model_ema', timm's
       'state_dict_ema') or training workdir, instead of its plain weights (the default).
+    revision: the Hub revision (branch, tag or commit) of timm's weights.
     **overrides: model options for `get_model`, e.g. dtype=jnp.bfloat16. num_classes is read from
       the weights.
 
   Returns:
     (model, variables, transform); `transform(images)` gives the NHWC batch the weights expect.
   """
+  from resnet_jax import hub_timm
+  if arch is not None and weights == "DEFAULT" and hub_timm.is_timm_name(arch):
+    arch, weights = None, arch
   if os.path.isdir(weights):
     from resnet_jax import checkpoints
     variables, spec = checkpoints.load_variables(weights, ema=ema)
     if arch is not None and arch != spec.arch:
       raise ValueError(f"{weights} holds a {spec.arch}, not a {arch}")
   else:
-    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite, ema=ema)
+    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite, ema=ema,
+                                   revision=revision)
   return Pretrained(spec.build(**overrides), variables, spec.transform())

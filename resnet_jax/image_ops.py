@@ -20,6 +20,11 @@ IMAGENET_MEAN_255 = tuple(round(m * 255, 3) for m in IMAGENET_MEAN_01)
 IMAGENET_STD_255 = tuple(round(s * 255, 3) for s in IMAGENET_STD_01)
 
 
+# The resize filters: PIL's, as torchvision's PIL path (and timm's eval transform) apply them.
+INTERPOLATIONS = ("bilinear", "bicubic")
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
   """(height, width) with the shorter side at `size`; the longer side truncates, as torchvision's."""
   if width <= height:
@@ -27,22 +32,24 @@ def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
   return size, int(size * width / height)
 
 
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bilinear resize of an HWC uint8 image to height x width; an image already that size is returned as is."""
+def resize(image: np.ndarray, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:
+  """Resize of an HWC uint8 image to height x width with PIL's `interpolation` filter (bilinear or
+  bicubic); an image already that size is returned as is."""
   if image.shape[:2] == (height, width):
     return image
+  resample = _RESAMPLE[interpolation]
   channels = image.shape[-1]
   if channels in (1, 3):
     out = np.asarray(Image.fromarray(image[..., 0] if channels == 1 else image)
-                     .resize((width, height), Image.BILINEAR))
+                     .resize((width, height), resample))
     return out[..., None] if channels == 1 else out
   # PIL has no mode for other channel counts; resizing channel by channel ('L' images) gives the
   # bytes an 'RGB' resize gives.
-  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BILINEAR))
+  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize((width, height), resample))
                    for c in range(channels)], axis=-1)
 
 
-def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
+def resize_shorter_side(image: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
   """torchvision's `Resize(size)`: the shorter side to `size`, the aspect kept (the longer side truncated).
 
   An image whose shorter side already is `size` is returned unchanged (no resampling blur).
@@ -50,7 +57,7 @@ def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
   # PIL resamples 8-bit images exactly as torchvision's PIL path does; floats would need mode 'F'.
   if image.ndim != 3 or image.dtype != np.uint8:
     raise ValueError(f"expected an HWC uint8 image, got shape {image.shape} and dtype {image.dtype}")
-  return resize(image, *resized_size(*image.shape[:2], size))
+  return resize(image, *resized_size(*image.shape[:2], size), interpolation)
 
 
 def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -74,9 +81,10 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return crop(image, *center_offsets(h, w, size), size)
 
 
-def resize_center_crop(image: np.ndarray, resize_size: int, crop_size: int) -> np.ndarray:
-  """`Resize(resize_size)` then `CenterCrop(crop_size)`: torchvision's evaluation view."""
-  return center_crop(resize_shorter_side(image, resize_size), crop_size)
+def resize_center_crop(image: np.ndarray, resize_size: int, crop_size: int,
+                       interpolation: str = "bilinear") -> np.ndarray:
+  """`Resize(resize_size)` then `CenterCrop(crop_size)`: torchvision's (and timm's) evaluation view."""
+  return center_crop(resize_shorter_side(image, resize_size, interpolation), crop_size)
 
 
 def hflip(image: np.ndarray) -> np.ndarray:

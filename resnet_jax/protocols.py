@@ -136,14 +136,15 @@ def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] =
 # Testing protocols. Each returns a list of NHWC stacks; every view in them counts once in the
 # average, and a stack holds views of one shape so that it can be batched.
 
-def center_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP
-                 ) -> list[np.ndarray]:
-  """One view: shorter side resized to `resize_size`, then the centred `crop_size` square."""
-  return [resize_center_crop(image, resize_size, crop_size)[None]]
+def center_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP,
+                 interpolation: str = "bilinear") -> list[np.ndarray]:
+  """One view: shorter side resized to `resize_size` (PIL's `interpolation`), then the centred
+  `crop_size` square."""
+  return [resize_center_crop(image, resize_size, crop_size, interpolation)[None]]
 
 
-def ten_crop_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP
-                   ) -> list[np.ndarray]:
+def ten_crop_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size: int = PAPER_CROP,
+                   interpolation: str = "bilinear") -> list[np.ndarray]:
   """AlexNet's 10-crop testing: shorter side to `resize_size`, then 10 `crop_size` squares.
 
   The stack's order, with H x W the resized size and c = crop_size:
@@ -157,7 +158,7 @@ def ten_crop_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size:
   Returns:
     A list holding one stack of shape (10, c, c, C).
   """
-  x = resize_shorter_side(image, resize_size)
+  x = resize_shorter_side(image, resize_size, interpolation)
   h, w = x.shape[:2]
   c = crop_size
   corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), center_offsets(h, w, c)]
@@ -165,7 +166,8 @@ def ten_crop_views(image: np.ndarray, resize_size: int = TEST_RESIZE, crop_size:
   return [np.concatenate([five, hflip(five)])]
 
 
-def multi_scale_views(image: np.ndarray, scales: Sequence[int] = MULTI_SCALES) -> list[np.ndarray]:
+def multi_scale_views(image: np.ndarray, scales: Sequence[int] = MULTI_SCALES,
+                      interpolation: str = "bilinear") -> list[np.ndarray]:
   """The fully-convolutional form: the whole image at each scale and its mirror, no crop.
 
   The network's global average pool makes it accept any input size, and it then computes exactly
@@ -177,7 +179,7 @@ def multi_scale_views(image: np.ndarray, scales: Sequence[int] = MULTI_SCALES) -
   """
   views = []
   for s in scales:
-    x = resize_shorter_side(image, s)
+    x = resize_shorter_side(image, s, interpolation)
     views.append(np.stack([x, hflip(x)]))
   return views
 

@@ -38,8 +38,10 @@ class ModelSpec:
     model_overrides: other `ResNet` fields the model was built with (JSON values), e.g.
       {'stage_sizes': [1, 1, 1]}; never 'num_classes', 'in_channels' or 'dtype'.
     image_size: side of the square input (the center crop at evaluation).
-    resize_size: shorter side before the center crop (256 for torchvision's V1 weights, 232 for V2);
-      equal to `image_size` for a model fed whole images.
+    resize_size: shorter side before the center crop (256 for torchvision's V1 weights, 232 for V2;
+      floor(image_size / crop_pct) for timm's); equal to `image_size` for a model fed whole images.
+    interpolation: the resize's filter, 'bilinear' (torchvision's) or 'bicubic' (most of timm's
+      weights), both PIL's as torchvision's and timm's PIL paths use them.
     mean_255, std_255: per-channel normalisation on the 0-255 pixel scale, one value per input
       channel; `std_255` None for the paper's mean subtraction only.
     class_names: one name per class, or () when unknown (then 'class i').
@@ -52,6 +54,7 @@ class ModelSpec:
   model_overrides: dict = dataclasses.field(default_factory=dict)
   image_size: int = 224
   resize_size: int = 256
+  interpolation: str = "bilinear"
   mean_255: tuple = IMAGENET_MEAN_255
   std_255: Optional[tuple] = IMAGENET_STD_255
   class_names: tuple = ()
@@ -88,6 +91,10 @@ class ModelSpec:
       value = getattr(self, key)
       if not isinstance(value, int) or value < 1:
         raise SpecError(f"{key} must be a positive integer, got {value!r}")
+    from resnet_jax.image_ops import INTERPOLATIONS
+    if self.interpolation not in INTERPOLATIONS:
+      raise SpecError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
+                      f"{self.interpolation!r}")
     if self.resize_size < self.image_size:
       raise SpecError(f"resize_size {self.resize_size} is smaller than image_size {self.image_size}")
     for key in ("mean_255", "std_255"):
@@ -121,8 +128,8 @@ class ModelSpec:
   def differences(self, other: "ModelSpec") -> list[str]:
     """'field: ours -> theirs' for every field that changes the variables or their input; the
     class names and the source are ignored. Empty when `other` describes the same model."""
-    keys = ("arch", "num_classes", "in_channels", "model_overrides", "image_size", "mean_255",
-            "std_255")
+    keys = ("arch", "num_classes", "in_channels", "model_overrides", "image_size", "interpolation",
+            "mean_255", "std_255")
     return [f"{k}: {getattr(self, k)!r} -> {getattr(other, k)!r}" for k in keys
             if getattr(self, k) != getattr(other, k)]
 
@@ -132,7 +139,8 @@ class ModelSpec:
     from resnet_jax import transforms
     mean, std = self.mean_std(scale=1.0)
     return transforms.ImageClassification(crop_size=self.image_size, resize_size=self.resize_size,
-                                          mean=mean, std=std, channels=self.in_channels)
+                                          mean=mean, std=std, channels=self.in_channels,
+                                          interpolation=self.interpolation)
 
   @classmethod
   def for_torchvision(cls, arch: str, num_classes: Optional[int], resize_size: int,

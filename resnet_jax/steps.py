@@ -7,6 +7,7 @@ Everything else a step needs (model, optimizer, schedule, normalisation) is boun
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import chex
@@ -60,9 +61,32 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+LOSSES = ("cross_entropy", "bce")
+
+
+def binary_cross_entropy(logits, labels, label_smoothing: float = 0.0,
+                         target_threshold: Optional[float] = None):
+  """Per-example binary cross-entropy (one sigmoid per class) in float32, as timm's
+  `BinaryCrossEntropy(smoothing, target_threshold)`: the mean over the classes, so that the batch
+  mean is torch's `binary_cross_entropy_with_logits(reduction='mean')` over all elements.
+
+  `labels` are class indices or (N, classes) probabilities (MixUp/CutMix targets). Smoothing moves
+  each target to (1 - s) * y + s / classes (timm's on/off values); then, with a `target_threshold`
+  ("ResNet strikes back": 0.2), targets above it become 1 and the others 0.
+  """
+  targets = (labels.astype(jnp.float32) if labels.ndim == logits.ndim
+             else jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32))
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  if target_threshold is not None:
+    targets = (targets > target_threshold).astype(jnp.float32)
+  return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean(-1)
+
+
 def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
                tx: optax.GradientTransformation, schedule: optax.Schedule, mean, std,
-               label_smoothing: float = 0.0, axis_name: Optional[str] = None,
+               label_smoothing: float = 0.0, loss: str = "cross_entropy",
+               bce_target_threshold: Optional[float] = None, axis_name: Optional[str] = None,
                average_batch_stats: bool = False, mix: Optional[Callable] = None,
                mix_seed: int = 0, ema_update: Optional[Callable] = None,
                grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
@@ -76,6 +100,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
       step number, so a resumed run mixes exactly as an uninterrupted one.
     ema_update: `ema.update` with its decay and schedule bound, or None (no EMA in the state).
+    loss: 'cross_entropy' (softmax) or 'bce' (`binary_cross_entropy`, with `bce_target_threshold`).
     grad_accum_steps: split the batch into this many micro-batches (`accumulate_gradients`).
 
   Returns:
@@ -91,10 +116,18 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     images, targets = mix(key, images, jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32))
   images = images.astype(model.dtype)
 
+  if loss == "bce":
+    loss_of = functools.partial(binary_cross_entropy, target_threshold=bce_target_threshold)
+  else:
+    loss_of = cross_entropy
+  # Stochastic depth and dropout draw from Flax's 'dropout' stream; a model without them ignores it.
+  dropout_key = jax.random.fold_in(jax.random.key(mix_seed + 1), state.step)
+
   def loss_fn(params, batch_stats, images, targets):
     logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                  train=True, mutable=["batch_stats"])
-    return cross_entropy(logits, targets, label_smoothing).mean(), (logits, updates["batch_stats"])
+                                  train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": dropout_key})
+    return loss_of(logits, targets, label_smoothing).mean(), (logits, updates["batch_stats"])
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:

@@ -67,7 +67,8 @@ def load_pretrained(state: steps.TrainState, directory: str,
   different input channel count is an error and a different normalisation a warning: the features
   were learnt on inputs normalised as the checkpoint's spec says.
   """
-  variables, theirs_spec = checkpoints.load_variables(directory)
+  from resnet_jax import hub  # a directory, or timm's weights by name ('resnet50.a1_in1k')
+  variables, theirs_spec = hub.load_variables(directory)
   if expected is not None:
     _check_pretrained_input(theirs_spec, expected, directory)
   ours = {"params": state.params, "batch_stats": state.batch_stats}
@@ -150,6 +151,10 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
   resize of training's center evaluation (`eval_sizes`: FixRes' val sizes when set)."""
   overrides = json.loads(json.dumps(config.model_overrides.to_dict()))
   overrides.pop("in_channels", None)  # A field of its own in the spec.
+  # Only when set, so that models without stochastic depth or dropout keep building.
+  for key in ("drop_path_rate", "drop_rate"):
+    if config[key]:
+      overrides[key] = float(config[key])
   crop, crop_fraction = eval_sizes(config)
   return spec_lib.ModelSpec(
       arch=config.model, num_classes=data.num_classes, in_channels=config_checks.input_channels(config),
@@ -300,7 +305,10 @@ def compile_steps(config: ml_collections.ConfigDict, spec: spec_lib.ModelSpec,
   bound = dict(model=model, mean=tuple(config.mean), std=tuple(config.std))
   train_fn, eval_fn = layout.compile(
       functools.partial(steps.train_step, tx=tx, schedule=schedule,
-                        label_smoothing=config.label_smoothing, mix=batch_mix(config),
+                        label_smoothing=config.label_smoothing, loss=config.loss,
+                        bce_target_threshold=(config.bce_target_threshold
+                                              if config.bce_target_threshold >= 0 else None),
+                        mix=batch_mix(config),
                         mix_seed=config.seed,
                         ema_update=ema_from_config(config, steps_per_epoch, total_steps),
                         grad_accum_steps=config.grad_accum_steps,

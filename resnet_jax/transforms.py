@@ -35,12 +35,14 @@ class ImageClassification:
     mean, std: per-channel normalisation of the [0, 1] pixels (RGB, or luma for 1 channel); std
       None divides by nothing (the paper's mean subtraction only).
     channels: 3 (RGB) or 1 (greyscale, ITU-R 601 luma as PIL's and torchvision's Grayscale).
+    interpolation: the resize's PIL filter, 'bilinear' (torchvision's) or 'bicubic' (timm's).
   """
   crop_size: int = 224
   resize_size: int = 256
   mean: Sequence[float] = image_ops.IMAGENET_MEAN_01
   std: Optional[Sequence[float]] = image_ops.IMAGENET_STD_01
   channels: int = 3
+  interpolation: str = "bilinear"
 
   def __call__(self, images: Any) -> np.ndarray:
     """Preprocesses one image or a sequence of them.
@@ -66,7 +68,7 @@ class ImageClassification:
     pixels = np.asarray(to_pil(image, self.channels))
     # The array of a PIL image resizes to the bytes the PIL image does (PIL always antialiases).
     pixels = image_ops.resize_center_crop(pixels[..., None] if pixels.ndim == 2 else pixels,
-                                          self.resize_size, self.crop_size)
+                                          self.resize_size, self.crop_size, self.interpolation)
     # Same float32 operations, in the same order, as convert_image_dtype and normalize.
     return image_ops.normalize(pixels.astype(np.float32) / np.float32(255), self.mean, self.std)
 

@@ -89,6 +89,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Micro-batches per step (for batches that do not fit); BatchNorm statistics per micro-batch.
   config.grad_accum_steps = 1
   config.label_smoothing = 0.0
+  config.loss = "cross_entropy"  # 'cross_entropy' (softmax) or 'bce' (a sigmoid per class, timm's).
+  config.bce_target_threshold = -1.0  # 'bce': targets above it become 1, the others 0; < 0: none.
+  config.drop_path_rate = 0.0  # Stochastic depth's rate (timm's drop_path_rate); 0: off.
+  config.drop_rate = 0.0  # Dropout before the classifier (timm's drop_rate); 0: off.
   # Batch-level MixUp / CutMix (resnet_jax/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
   # the two per batch, as torchvision's reference.
   config.mixup_alpha = 0.0

@@ -1,0 +1,6 @@
+"""Shim: the recipe is resnet_jax/configs/imagenet_resnet50_rsb_a1.py, shipped in the package (one source of truth)."""
+
+from resnet_jax.configs import imagenet_resnet50_rsb_a1 as _recipe
+from resnet_jax.configs.imagenet_resnet50_rsb_a1 import *  # noqa: F401,F403
+
+__doc__ = _recipe.__doc__  # the run command, as `help(configs.imagenet_resnet50_rsb_a1)` and the tests read it
