@@ -490,8 +490,8 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
   per-example generator, so it too is the same on every process count and after a restart.
 
   `fast_decode`: for an augmentation in FAST_AUGMENTATIONS and a source with `undecoded` (image
-  folders), JPEGs are decoded at the smallest DCT scale the drawn crop allows; the crops, flips and
-  order stay those of the exact path.
+  folders), only the blocks of each JPEG around the drawn crop are decoded, at a reduced DCT scale
+  where the crop allows; the crops, flips and order stay those of the exact path.
 
   `exact_input`: the augmentations that resize ('torchvision', 'paper') resize with PIL, as
   torchvision's PIL path (its bytes for 'torchvision'; 'paper' with `fast_decode` within 2 levels),

@@ -4,8 +4,9 @@ A JPEG stores 8x8 blocks of DCT coefficients; libjpeg-turbo can invert them at 1
 for a fraction of the cost of a full decode. A training crop resized to 224 px does not need more
 pixels than 224 across the crop, so when the crop spans at least 2x224 original pixels (both ways)
 the image can be decoded at half size and the output still has its full resolution (what differs is
-the filtering: 47 dB PSNR from the full decode's output on photos, tests/test_input_pipeline.py).
-`dct_scale` picks the factor, never below what the output needs; `decode` runs it.
+the filtering). `dct_scale` picks the factor, never below what the output needs; `decode` runs it.
+Training asks it for twice its output (input_pipeline's `_dct_scale`), so that the resize's own
+antialiasing filter, not the DCT's block average, does most of the shrinking.
 
 A crop needs only the 8x8 blocks it covers: `region_pixels` asks libjpeg-turbo 3 (its tj3 API,
 through ctypes, from the `turbojpeg` wheel, which bundles the library) to decode just the iMCU
