@@ -412,18 +412,19 @@ def main(argv=None) -> int:
       prepared[size] = os.path.join(tmp, f"prepared_{size}")
       for out, format in ((prepared[size], "folder"), (prepared[size] + "_records", "array_record")):
         prepare.prepare(prepare.folder_items(root), out, max_size=size, progress=False, format=format)
-    if args.resize_draws:
-      from skimage import data
-      photos = [getattr(data, name)() for name in PHOTOS]
-      compare_resizes({
-          "the files": random_crops([jpeg.decode(open(p, "rb").read()) for p in paths[:100]],
-                                    args.resize_draws),
-          "scikit-image's photos": random_crops([p if p.ndim == 3 else np.stack([p] * 3, -1)
-                                                 for p in photos], 2 * args.resize_draws)})
     results = {n: measure(root, paths, workers=n, batch=args.batch, prepared=prepared,
                           windows=args.windows, batches=args.batches, warmup=args.warmup,
                           warmup_seconds=args.warmup_seconds, rounds=args.rounds)
                for n in counts}
+    # After the pipelines: its jitted resize starts JAX's threads, which the DataLoader must not fork.
+    if args.resize_draws:
+      from skimage import data
+      photos = [getattr(data, name)() for name in PHOTOS]
+      compare_resizes({
+          "the files": random_crops([np.asarray(Image.open(p).convert("RGB")) for p in paths[:100]],
+                                    args.resize_draws),
+          "scikit-image's photos": random_crops([p if p.ndim == 3 else np.stack([p] * 3, -1)
+                                                 for p in photos], 2 * args.resize_draws)})
   print_table(results)
   ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
   n = max(counts)
