@@ -4,12 +4,16 @@
 
 It writes `--images` JPEGs made from scikit-image's photographs (random crops resized to 300-500 px a
 side, quality 90: ImageNet's training images average about 400x350 at quality ~90) into an image
-folder, then times, at each worker count N, one after the other:
+folder, then prints the resize candidates side by side (one thread, random-resized crops of the files
+and of scikit-image's photos to 224 px: ms per crop and PSNR from PIL's output, torchvision's; a
+jitted resize stands for the accelerator's, run on this machine's CPU), then times, at each worker
+count N, one after the other:
 
   resnet_jax   `train_dataset(augment='torchvision')` (random-resized crop to 224 + flip) through the
                `DeviceIterator` train.py uses, N Grain threads; with `fast_decode` (the crop's blocks of
-               each JPEG decoded at the smallest DCT scale the crop allows), without it (full decode), 'paper' augmentation,
-               and N worker processes instead of threads;
+               each JPEG decoded at a DCT scale that leaves 2x to the resize; OpenCV's resize, and with
+               `exact_input=True` PIL's), without it (full decode), 'paper' augmentation, and N worker
+               processes instead of threads;
   torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
                RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
                reference recipe's ConvertImageDtype + Normalize on top (float32 out);
@@ -44,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from resnet_jax import input_pipeline, jpeg, prepare
+from resnet_jax import image_ops, input_pipeline, jpeg, prepare
 
 KERNELS = "resnet_jax kernels alone: read, decode, crop-resize, flip (threads, no pipeline)"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -79,12 +83,12 @@ def write_photo_jpegs(root: str, count: int, classes: int = 10, seed: int = 0,
 # The pipelines, each an endless iterator of (batch, images in it).
 
 def resnet_jax_batches(root: str, *, batch: int, workers: int, augment: str = "torchvision",
-                       fast_decode: bool = True, processes: bool = False,
-                       records: bool = False) -> Iterator[int]:
+                       fast_decode: bool = True, processes: bool = False, records: bool = False,
+                       exact_input: bool = False) -> Iterator[int]:
   """`root` is an image folder, or with `records` a folder of `prepare --format array_record` shards."""
   source = (input_pipeline.ArrayRecordSource if records else input_pipeline.ImageFolderSource)(root)
   ds = input_pipeline.train_dataset(source, global_batch_size=batch, image_size=224, augment=augment,
-                                    seed=0, fast_decode=fast_decode)
+                                    seed=0, fast_decode=fast_decode, exact_input=exact_input)
   it = input_pipeline.DeviceIterator(ds, put=lambda b: b, prefetch=2,
                                      num_threads=1 if processes else workers,
                                      num_processes=workers if processes else 0)
@@ -156,7 +160,7 @@ def file_batches(paths: list[str], *, batch: int, workers: int, decode: Callable
       yield batch
 
 
-def kernels_only(size: int = 224) -> Callable[[bytes], np.ndarray]:
+def kernels_only(size: int = 224, exact: bool = False) -> Callable[[bytes], np.ndarray]:
   """resnet_jax's per-image work alone: `fast_random_resized_crop` (the box from the header, the
   decode, the crop's antialiased resize, the flip), one generator per thread. Its rate is the most a
   pipeline built on these kernels could reach, whatever surrounds them."""
@@ -165,9 +169,128 @@ def kernels_only(size: int = 224) -> Callable[[bytes], np.ndarray]:
   def one(data: bytes) -> np.ndarray:
     if not hasattr(local, "rng"):
       local.rng = np.random.default_rng(threading.get_ident())
-    return input_pipeline.fast_random_resized_crop(data, local.rng, size)
+    return input_pipeline.fast_random_resized_crop(data, local.rng, size, exact=exact)
 
   return one
+
+
+# ----------------------------------------------------------------------------------------------
+# The resize alone, one thread: each candidate against PIL's (torchvision's) output of the same crop.
+
+def _tent_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """PIL's bilinear filter as an (out_size, in_size) matrix: a tent max(f, 1) input pixels wide around
+  each output pixel's centre, its weights normalised over the pixels inside the image."""
+  f = in_size / out_size
+  support = max(f, 1.0)
+  centers = (np.arange(out_size) + 0.5) * f
+  x = np.arange(in_size) + 0.5
+  weights = np.clip(1 - np.abs(x[None] - centers[:, None]) / support, 0, None)
+  return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
+
+
+def numpy_separable(crop: np.ndarray, size: int) -> np.ndarray:
+  """PIL's filter in float32 numpy: the rows, then the columns, as two matrix products."""
+  h, w, c = crop.shape
+  rows = _tent_matrix(h, size) @ crop.astype(np.float32).reshape(h, w * c)  # (size, w * c)
+  # Columns: w to the front, so that the second pass is one (size, w) @ (w, size * c) product too.
+  cols = _tent_matrix(w, size) @ rows.reshape(size, w, c).transpose(1, 0, 2).reshape(w, size * c)
+  out = cols.reshape(size, size, c).transpose(1, 0, 2)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _opencv(interpolation: str) -> Callable[[np.ndarray, int], np.ndarray]:
+  import cv2
+  cv2.setNumThreads(1)
+  flag = getattr(cv2, interpolation)
+  return lambda crop, size: cv2.resize(crop, (size, size), interpolation=flag)
+
+
+def resizers() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:
+  """The candidates for training's crop resize, by name."""
+  return {
+      "PIL bilinear (torchvision's PIL path; exact_input=True)":
+          lambda crop, size: np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR)),
+      "PIL reduce() + bilinear (reducing_gap=2)": lambda crop, size: np.asarray(
+          Image.fromarray(crop).resize((size, size), Image.BILINEAR, reducing_gap=2.0)),
+      "OpenCV INTER_LINEAR": _opencv("INTER_LINEAR"),
+      "OpenCV INTER_AREA": _opencv("INTER_AREA"),
+      "image_ops.resize_box (OpenCV blur + bilinear warp; the default)":
+          lambda crop, size: image_ops.resize_box(crop, None, size, size),
+      "numpy separable, PIL's filter (float32 matrix products)": numpy_separable,
+  }
+
+
+def accelerator_resize(crops: list[np.ndarray], size: int, pad: int = 512) -> tuple[float, list]:
+  """DALI's split: the host pads each decoded crop into a pad x pad buffer and builds the filter
+  matrices, a jitted step resizes the batch (two batched matrix products). Returns (ms per image
+  for the jitted resize on this machine's CPU, outputs); what it would cost on an accelerator needs
+  one, and the host then ships pad^2 x 3 bytes per image instead of size^2 x 3."""
+  import jax
+  import jax.numpy as jnp
+  fits = [c for c in crops if max(c.shape[:2]) <= pad]
+  buffers = np.zeros((len(fits), pad, pad, 3), np.uint8)
+  rows = np.zeros((len(fits), size, pad), np.float32)
+  cols = np.zeros((len(fits), size, pad), np.float32)
+  for i, crop in enumerate(fits):
+    h, w = crop.shape[:2]
+    buffers[i, :h, :w] = crop
+    rows[i, :, :h], cols[i, :, :w] = _tent_matrix(h, size), _tent_matrix(w, size)
+
+  @jax.jit
+  def resize(images, rows, cols):
+    out = jnp.einsum("bow,bhwc->bhoc", cols, jnp.einsum("boh,bhwc->bowc", rows,
+                                                        images.astype(jnp.float32)))
+    return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+
+  resize(buffers[:2], rows[:2], cols[:2]).block_until_ready()  # Compiled once per batch shape.
+  outputs, start = [], time.perf_counter()
+  for i in range(0, len(fits) - len(fits) % 2, 2):
+    outputs.extend(np.asarray(resize(buffers[i:i + 2], rows[i:i + 2], cols[i:i + 2])))
+  return (time.perf_counter() - start) / max(len(outputs), 1) * 1e3, list(zip(fits, outputs))
+
+
+def random_crops(images: list[np.ndarray], draws: int, seed: int = 0) -> list[np.ndarray]:
+  """`draws` crops of each image, drawn as torchvision's RandomResizedCrop draws them."""
+  rng = np.random.default_rng(seed)
+  crops = []
+  for image in images:
+    for _ in range(draws):
+      top, left, ch, cw = input_pipeline.random_resized_crop_box(*image.shape[:2], rng)
+      crops.append(np.ascontiguousarray(image[top:top + ch, left:left + cw]))
+  return crops
+
+
+def _psnr(got: np.ndarray, want: np.ndarray) -> float:
+  mse = np.mean((got.astype(np.float64) - want.astype(np.float64)) ** 2)
+  return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+
+
+def compare_resizes(sets: dict[str, list[np.ndarray]], size: int = 224) -> None:
+  """Prints, per resizer: ms per resize (one thread) and PSNR from PIL's output (median, worst) on
+  each set of crops."""
+  names = list(sets)
+  print(f"| resize of a random-resized crop to {size} px, one thread | "
+        + " | ".join(f"{n}: ms | median dB | worst dB" for n in names) + " |")
+  print("|---|" + "---:|---:|---:|" * len(names))
+  reference = {n: [np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crops]
+               for n, crops in sets.items()}
+  for name, fn in resizers().items():
+    cells = []
+    for n, crops in sets.items():
+      start = time.perf_counter()
+      outs = [fn(c, size) for c in crops]
+      ms = (time.perf_counter() - start) / len(crops) * 1e3
+      psnrs = [_psnr(o, r) for o, r in zip(outs, reference[n])]
+      cells.append(f"{ms:.2f} | {statistics.median(psnrs):.1f} | {min(psnrs):.1f}")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+  cells = []
+  for n, crops in sets.items():
+    ms, pairs = accelerator_resize(crops, size)
+    want = {id(c): r for c, r in zip(crops, reference[n])}
+    psnrs = [_psnr(o, want[id(c)]) for c, o in pairs]
+    cells.append(f"{ms:.2f} | {statistics.median(psnrs):.1f} | {min(psnrs):.1f}")
+  print("| jitted resize (PIL's filter as matrices, crops padded to 512 px; run on this CPU, crops "
+        "above 512 px left out) | " + " | ".join(cells) + " |")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,6 +351,8 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, prepared: 
       "resnet_jax torchvision (threads, fast decode)": lambda: resnet_jax_batches(root, **kw),
       "resnet_jax torchvision (processes, fast decode)":
           lambda: resnet_jax_batches(root, processes=True, **kw),
+      "resnet_jax torchvision (threads, fast decode), exact_input=True (PIL's resize)":
+          lambda: resnet_jax_batches(root, exact_input=True, **kw),
       "resnet_jax torchvision (threads, full decode)":
           lambda: resnet_jax_batches(root, fast_decode=False, **kw),
       "resnet_jax paper (threads, fast decode)": lambda: resnet_jax_batches(root, augment="paper", **kw),
@@ -243,6 +368,8 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, prepared: 
     pipelines[f"the same, `prepare --max-size {size} --format array_record` copy"] = (
         lambda copy=copy: resnet_jax_batches(copy + "_records", records=True, **kw))
   pipelines[KERNELS] = lambda: file_batches(paths, decode=kernels_only(), **kw)
+  pipelines[KERNELS + ", exact_input"] = lambda: file_batches(paths, decode=kernels_only(exact=True),
+                                                              **kw)
   for name, fn in decoders().items():
     pipelines[f"decode only: {name}"] = lambda fn=fn: file_batches(paths, decode=fn, **kw)
   return run(pipelines, **timing)
@@ -273,6 +400,8 @@ def main(argv=None) -> int:
   parser.add_argument("--sides", default="300,500", help="smallest,largest side of the photos")
   parser.add_argument("--prepared", default="", help="comma-separated --max-size values: also time "
                                                       "a `resnet-jax prepare` copy of the photos")
+  parser.add_argument("--resize-draws", type=int, default=4,
+                      help="crops per image for the side-by-side resize table (0: no table)")
   args = parser.parse_args(argv)
   counts = [int(n) for n in args.workers.split(",")]
   with tempfile.TemporaryDirectory() as tmp:
@@ -287,14 +416,24 @@ def main(argv=None) -> int:
                           windows=args.windows, batches=args.batches, warmup=args.warmup,
                           warmup_seconds=args.warmup_seconds, rounds=args.rounds)
                for n in counts}
+    # After the pipelines: its jitted resize starts JAX's threads, which the DataLoader must not fork.
+    if args.resize_draws:
+      from skimage import data
+      photos = [getattr(data, name)() for name in PHOTOS]
+      compare_resizes({
+          "the files": random_crops([np.asarray(Image.open(p).convert("RGB")) for p in paths[:100]],
+                                    args.resize_draws),
+          "scikit-image's photos": random_crops([p if p.ndim == 3 else np.stack([p] * 3, -1)
+                                                 for p in photos], 2 * args.resize_draws)})
   print_table(results)
   ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
   n = max(counts)
-  per_core = results[n][ours][1]
-  print(f"per core (images per CPU-second at {n} workers): resnet_jax {per_core:,.0f}, torchvision "
-        f"{results[n][theirs][1]:,.0f} ({per_core / results[n][theirs][1]:.2f}x); 16 cores x "
-        f"{per_core:,.0f} = {16 * per_core:,.0f} img/s against ResNet-50 training's ~5,000-7,000 "
-        f"(H100, bf16)")
+  for row in [ours] + [name for name in results[n] if "`prepare --max-size" in name]:
+    per_core = results[n][row][1]
+    print(f"per core (images per CPU-second at {n} workers), {row}: {per_core:,.0f}, torchvision "
+          f"{results[n][theirs][1]:,.0f} ({per_core / results[n][theirs][1]:.2f}x); 16 cores x "
+          f"{per_core:,.0f} = {16 * per_core:,.0f} img/s against ResNet-50 training's ~5,600-7,200 "
+          f"(H100, bf16)")
   print(f"ceiling (resnet_jax's per-image kernels alone, no pipeline): "
         f"{results[n][KERNELS][0] / results[n][theirs][0]:.2f}x torchvision's images/s, "
         f"{results[n][KERNELS][1] / results[n][theirs][1]:.2f}x per CPU-second at {n} workers")

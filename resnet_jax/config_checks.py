@@ -151,6 +151,7 @@ RULES: dict[str, Rule] = {
     "synthetic_examples": integer(1),
     "num_data_threads": integer(0),
     "fast_decode": boolean,
+    "exact_input": boolean,
     "data_processes": integer(0),
     "prefetch_batches": integer(0),
     "seed": integer(),

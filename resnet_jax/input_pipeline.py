@@ -21,6 +21,7 @@ files do not offer. Then train with `--config.dataset=cifar10 --config.data_dir=
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import json
 import logging
@@ -318,10 +319,20 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, s
 
 
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
-  """torchvision's RandomResizedCrop: a `random_resized_crop_box`, resized to size x size."""
+                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), exact: bool = False) -> np.ndarray:
+  """torchvision's RandomResizedCrop: a `random_resized_crop_box`, resized to size x size by
+  `image_ops.resize_box` (PIL's `image_ops.resize` with `exact`: torchvision's bytes)."""
   top, left, ch, cw = random_resized_crop_box(*image.shape[:2], rng, scale, ratio)
-  return image_ops.resize(image[top:top + ch, left:left + cw], size, size)
+  crop = image[top:top + ch, left:left + cw]
+  return image_ops.resize(crop, size, size) if exact else image_ops.resize_box(crop, None, size, size)
+
+
+def torchvision_augment(image: np.ndarray, rng: np.random.Generator, size: int,
+                        exact: bool = False) -> np.ndarray:
+  """RandomResizedCrop(size) + RandomHorizontalFlip, drawn as torchvision draws them; `exact`: its
+  PIL path's bytes, else within the PSNR of `image_ops.resize_box`."""
+  out = random_resized_crop(image, rng, size, exact=exact)
+  return image_ops.hflip(out) if rng.random() < 0.5 else out  # image_ops.random_hflip's draw.
 
 
 def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, pad: int = 4):
@@ -338,13 +349,13 @@ def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.87
   return image_ops.resize_center_crop(image, int(round(size / crop_fraction)), size)
 
 
-# Training augmentations: fn(image, rng, size) -> image; evaluation protocols: fn(image, size,
+# Training augmentations: fn(image, rng, size) -> image (those that resize, the FAST_AUGMENTATIONS'
+# names, also take `exact`: `train_dataset(exact_input=...)`); evaluation protocols: fn(image, size,
 # crop_fraction) -> image (or (crops, H, W, C): `steps.eval_step` averages over crops).
 # This is the one place `config.augment` and `config.eval_protocol` are resolved (the paper's are
 # added below, from resnet_jax.protocols); config_checks reads these tables.
 AUGMENTATIONS: dict[str, Callable] = {
-    "torchvision": lambda image, rng, size: image_ops.random_hflip(
-        random_resized_crop(image, rng, size), rng),
+    "torchvision": torchvision_augment,
     "cifar": lambda image, rng, size: image_ops.random_hflip(pad_and_random_crop(image, rng, size),
                                                              rng),
     "none": lambda image, rng, size: image_ops.resize(image, size, size),
@@ -352,12 +363,14 @@ AUGMENTATIONS: dict[str, Callable] = {
 EVAL_PROTOCOLS: dict[str, Callable] = {"center": resize_center_crop}
 
 
-def paper_augment(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+def paper_augment(image: np.ndarray, rng: np.random.Generator, size: int,
+                  exact: bool = False) -> np.ndarray:
   """He et al. sec. 3.4: shorter side uniform in [256, 480] (scaled with `size`/224), a random
   size x size crop, flip, PCA lighting noise. float32 out (lighting is not integral); the step then
-  normalises with `config.mean`/`config.std` as for every augmentation."""
+  normalises with `config.mean`/`config.std` as for every augmentation. `exact`: PIL's resize of the
+  whole image, else `image_ops.resize_box` of the crop's box alone."""
   return protocols.paper_augment(image, rng, short_side=_paper_short_side(size), crop_size=size,
-                                 mean=np.zeros(3), std=None)
+                                 mean=np.zeros(3), std=None, exact=exact)
 
 
 def _paper_short_side(size: int) -> tuple[int, int]:
@@ -377,61 +390,80 @@ EVAL_PROTOCOLS["ten_crop"] = ten_crop
 
 # ----------------------------------------------------------------------------------------------
 # The same augmentations from undecoded JPEGs: the random draws happen first, in the same order and
-# from the image's size alone, then only the blocks around the crop are decoded (`jpeg.region_image`)
+# from the image's size alone, then only the blocks around the crop are decoded (`jpeg.region_pixels`)
 # at the smallest DCT scale the crop allows (`jpeg.dct_scale`: never fewer pixels across the crop
-# than the output has). At scale 1 the 'torchvision' output is the exact path's, byte for byte;
-# tests/test_input_pipeline.py measures how close the scaled decodes come.
+# than the output has), and the crop's box is resized from them by `image_ops.resize_box`. With
+# `exact` the decode stays at full scale and PIL resizes: the 'torchvision' output is then the exact
+# path's, byte for byte; tests/test_input_pipeline.py measures how close the default comes.
 
-def _covering_resize(data: bytes, k: int, shape: tuple[int, int], box: Sequence[float], size: int,
-                     reach: float) -> Image.Image:
-  """PIL's bilinear (antialiased) resize to size x size of the fractional box (left, top, right,
-  bottom) of the JPEG decoded at 1/k, decoding only the pixels within `reach` of the box (the
-  filter's support) and the one beyond that rounding can touch."""
+def _dct_scale(box_height: float, box_width: float, size: int) -> int:
+  """The DCT scale for a box resized to size x size by `image_ops.resize_box`: one that leaves at least
+  2x to resize, where the resize's own filter is most of the antialiasing. The DCT's 1/k is close to
+  a k x k average, a box that differs from PIL's tent: left to shrink by less than 2x, it costs
+  5-10 dB of PSNR from PIL's output at 8x and more (tests/test_input_pipeline.py)."""
+  return jpeg.dct_scale(box_height / 2, box_width / 2, size, size)
+
+
+def _covering(data: bytes, k: int, shape: tuple[int, int], box: Sequence[float],
+              reach: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+  """(pixels, box within them): the pixels of the JPEG decoded at 1/k within `reach` of the
+  fractional box (left, top, right, bottom) of the 1/k image (a resize's filter support) and the one
+  beyond that rounding can touch."""
   sh, sw = -(-shape[0] // k), -(-shape[1] // k)  # The 1/k image's size (TJSCALED).
   x0, y0 = max(int(math.floor(box[0] - reach)) - 1, 0), max(int(math.floor(box[1] - reach)) - 1, 0)
   x1, y1 = min(math.ceil(box[2] + reach) + 1, sw), min(math.ceil(box[3] + reach) + 1, sh)
-  image = jpeg.region_image(data, k, y0, x0, y1 - y0, x1 - x0)
+  pixels = jpeg.region_pixels(data, k, y0, x0, y1 - y0, x1 - x0)
   # Clipped for float round-off at the image's edges; resizing reads nothing outside the box's reach.
-  box = (max(box[0] - x0, 0.0), max(box[1] - y0, 0.0), min(box[2], sw) - x0, min(box[3], sh) - y0)
-  return image.resize((size, size), Image.BILINEAR, box=box)
+  return pixels, (max(box[0] - x0, 0.0), max(box[1] - y0, 0.0), min(box[2], sw) - x0,
+                  min(box[3], sh) - y0)
 
 
-def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
-  """A flipped `random_resized_crop` of a JPEG's bytes, decoded at 1/k where the crop allows."""
+def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int,
+                             exact: bool = False) -> np.ndarray:
+  """`torchvision_augment` of a JPEG's bytes, decoded at 1/k where the crop allows (at full scale
+  and resized by PIL with `exact`: torchvision's bytes)."""
   top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
-  k = jpeg.dct_scale(ch, cw, size, size)
-  # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
-  # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
-  # is read. At k = 1 that is the crop itself, resized as `image_ops.resize` does.
-  y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
-  iy0, ix0 = int(y0), int(x0)
-  covering = jpeg.region_image(data, k, iy0, ix0, math.ceil(y1) - iy0, math.ceil(x1) - ix0)
-  box = None if k == 1 else (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)
-  out = covering.resize((size, size), Image.BILINEAR, box=box)
-  # image_ops.random_hflip's draw; flipped here so the batch is stacked from contiguous arrays.
+  if exact:
+    out = jpeg.region_image(data, 1, top, left, ch, cw).resize((size, size), Image.BILINEAR)
+  else:
+    k = _dct_scale(ch, cw, size)
+    # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
+    # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
+    # is read. At k = 1 that is the crop itself.
+    y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
+    iy0, ix0 = int(y0), int(x0)
+    covering = jpeg.region_pixels(data, k, iy0, ix0, math.ceil(y1) - iy0, math.ceil(x1) - ix0)
+    out = image_ops.resize_box(covering, (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), size, size)
+  # image_ops.random_hflip's draw; the flipped copy is contiguous, as the batch is stacked from it.
   if rng.random() < 0.5:
-    out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.ascontiguousarray(np.asarray(out)[:, ::-1])
   return np.asarray(out)
 
 
-def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int) -> np.ndarray:
+def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int,
+                       exact: bool = False) -> np.ndarray:
   """`paper_augment` of a JPEG's bytes: the random crop of the rescaled image is resized straight
-  from the (DCT-reduced) decode of the blocks around it, so the whole image is never rescaled."""
+  from the (DCT-reduced) decode of the blocks around it, so the whole image is never rescaled.
+  `exact`: full-scale decode and PIL's resize (within 2 levels of the exact path: see the tests)."""
   h, w = jpeg.header_size(data)
   lo, hi = _paper_short_side(size)
   short = int(rng.integers(lo, hi + 1))
   new_h, new_w = image_ops.resized_size(h, w, short)  # As resize_shorter_side's.
   top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
   sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
-  k = jpeg.dct_scale(size * sy, size * sx, size, size)
+  k = 1 if exact else _dct_scale(size * sy, size * sx, size)
   if (new_h, new_w) == (h, w):
-    out = np.asarray(jpeg.region_image(data, 1, top, left, size, size))
+    out = jpeg.region_pixels(data, 1, top, left, size, size)
   else:
     # Output pixel j samples the rescaled image's pixel left + j, as resizing all and cropping does.
     box = (left * sx / k, top * sy / k, (left + size) * sx / k, (top + size) * sy / k)
-    # PIL's bilinear filter reaches 1 input pixel per output pixel, scaled up when downsampling.
+    # The bilinear filter reaches 1 input pixel per output pixel, scaled up when downsampling.
     reach = max(1.0, (box[2] - box[0]) / size, (box[3] - box[1]) / size)
-    out = np.asarray(_covering_resize(data, k, (h, w), box, size, reach))
+    pixels, box = _covering(data, k, (h, w), box, reach)
+    if exact:
+      out = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR, box=box))
+    else:
+      out = image_ops.resize_box(pixels, box, size, size)
   out = image_ops.random_hflip(out, rng)
   return protocols.lighting(out, rng, 0.1, 255.0)
 
@@ -470,19 +502,20 @@ class _Undecoded:
     return {**self.source.undecoded(index), "index": index}
 
 
-def _fast_augment(source, augment: str, image_size: int) -> Callable:
-  exact, fast = AUGMENTATIONS[augment], FAST_AUGMENTATIONS[augment]
+def _fast_augment(source, augment: str, image_size: int, exact_input: bool) -> Callable:
+  decoded, fast = AUGMENTATIONS[augment], FAST_AUGMENTATIONS[augment]
 
   def augmented(example, rng):
     state = rng.bit_generator.state
     try:
-      image = fast(example["data"], rng, image_size) if jpeg.is_jpeg(example["data"]) else None
+      image = (fast(example["data"], rng, image_size, exact=exact_input)
+               if jpeg.is_jpeg(example["data"]) else None)
     except (OSError, ValueError, Image.DecompressionBombError):
       # Not a JPEG the fast path reads (CMYK, damaged, too large): the source's decoding decides.
       image = None
     if image is None:  # PNG and the rest go the exact way, with the same random draws.
       rng.bit_generator.state = state
-      image = exact(source[example["index"]]["image"], rng, image_size)
+      image = decoded(source[example["index"]]["image"], rng, image_size, exact=exact_input)
     return image
 
   return augmented
@@ -491,7 +524,8 @@ def _fast_augment(source, augment: str, image_size: int) -> Callable:
 def train_dataset(source, *, global_batch_size: int, image_size: int, augment: str, seed: int,
                   process_index: int = 0, process_count: int = 1,
                   extra_augment: Optional[Callable] = None,
-                  fast_decode: bool = False, repeats: int = 1) -> grain.MapDataset:
+                  fast_decode: bool = False, exact_input: bool = False,
+                  repeats: int = 1) -> grain.MapDataset:
   """An endless stream of this process's training batches.
 
   Global example k is the same on every process count: the order is one shuffled stream (a new
@@ -503,8 +537,13 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
   per-example generator, so it too is the same on every process count and after a restart.
 
   `fast_decode`: for an augmentation in FAST_AUGMENTATIONS and a source with `undecoded` (image
-  folders), JPEGs are decoded at the smallest DCT scale the drawn crop allows; the crops, flips and
-  order stay those of the exact path.
+  folders), only the blocks of each JPEG around the drawn crop are decoded, at a reduced DCT scale
+  where the crop allows; the crops, flips and order stay those of the exact path.
+
+  `exact_input`: the augmentations that resize ('torchvision', 'paper') resize with PIL, as
+  torchvision's PIL path (its bytes for 'torchvision'; 'paper' with `fast_decode` within 2 levels),
+  and `fast_decode` decodes at full scale; else with `image_ops.resize_box` (OpenCV, several times
+  faster, tests/test_input_pipeline.py bounds its distance to torchvision's bytes).
 
   `repeats` > 1 is repeated augmentation, torchvision's RASampler: each epoch is the first
   1/repeats of its shuffle, each example `repeats` times in a row (with its own augmentation), so
@@ -514,11 +553,13 @@ def train_dataset(source, *, global_batch_size: int, image_size: int, augment: s
   fn = _lookup(AUGMENTATIONS, augment, "augmentation")
   local = _local_batch_size(global_batch_size, process_count)
 
+  if augment in FAST_AUGMENTATIONS:  # The augmentations that resize: PIL's or OpenCV's.
+    fn = functools.partial(fn, exact=exact_input)
   augmented = lambda example, rng: fn(example["image"], rng, image_size)
   # The fast decoders give RGB: a 1-channel folder keeps the exact path (images.load_image).
   if (fast_decode and augment in FAST_AUGMENTATIONS and hasattr(source, "undecoded")
       and getattr(source, "channels", 3) == 3):
-    augmented, source = _fast_augment(source, augment, image_size), _Undecoded(source)
+    augmented, source = _fast_augment(source, augment, image_size, exact_input), _Undecoded(source)
 
   def transform(example, rng):
     image = augmented(example, rng)

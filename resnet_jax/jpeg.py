@@ -4,10 +4,11 @@ A JPEG stores 8x8 blocks of DCT coefficients; libjpeg-turbo can invert them at 1
 for a fraction of the cost of a full decode. A training crop resized to 224 px does not need more
 pixels than 224 across the crop, so when the crop spans at least 2x224 original pixels (both ways)
 the image can be decoded at half size and the output still has its full resolution (what differs is
-the filtering: 47 dB PSNR from the full decode's output on photos, tests/test_input_pipeline.py).
-`dct_scale` picks the factor, never below what the output needs; `decode` runs it.
+the filtering). `dct_scale` picks the factor, never below what the output needs; `decode` runs it.
+Training asks it for twice its output (input_pipeline's `_dct_scale`), so that the resize's own
+antialiasing filter, not the DCT's block average, does most of the shrinking.
 
-A crop needs only the 8x8 blocks it covers: `region_image` asks libjpeg-turbo 3 (its tj3 API,
+A crop needs only the 8x8 blocks it covers: `region_pixels` asks libjpeg-turbo 3 (its tj3 API,
 through ctypes, from the `turbojpeg` wheel, which bundles the library) to decode just the iMCU
 blocks around the crop, with one iMCU of context on each side so that fancy upsampling sees the
 same neighbours: the crop's pixels are the whole decode's, byte for byte (tests/test_input_pipeline.py).
@@ -279,20 +280,32 @@ def decode(data: bytes, k: int = 1, decoder: Optional[str] = None) -> np.ndarray
   return image
 
 
-def region_image(data: bytes, k: int, top: int, left: int, height: int, width: int) -> Image.Image:
-  """The height x width pixels at (top, left) of the JPEG decoded at 1/k, as an RGB PIL image,
-  decoded from the blocks around them alone where libturbojpeg is here (else from a whole decode by
-  the default decoder): the same pixels either way.
+def _region(data: bytes, k: int, top: int, left: int, height: int,
+            width: int) -> tuple[np.ndarray, int, int]:
+  """A decode that covers the box, and where its first pixel lies in the whole 1/k image."""
+  decoder = turbojpeg()
+  if decoder is None:
+    pixels = decode(data, k)
+    _check_box((top, left, height, width), *pixels.shape[:2], k)
+    return pixels, 0, 0
+  return decoder.decode(data, k, (top, left, height, width))
+
+
+def region_pixels(data: bytes, k: int, top: int, left: int, height: int, width: int) -> np.ndarray:
+  """The height x width pixels at (top, left) of the JPEG decoded at 1/k, RGB uint8 (a view into the
+  decoded buffer), decoded from the blocks around them alone where libturbojpeg is here (else from a
+  whole decode by the default decoder): the same pixels either way.
 
   Raises:
     ValueError: the box is not inside the 1/k image, or the file cannot be decoded.
   """
-  decoder = turbojpeg()
-  if decoder is None:
-    pixels, y, x = decode(data, k), 0, 0
-    _check_box((top, left, height, width), *pixels.shape[:2], k)
-  else:
-    pixels, y, x = decoder.decode(data, k, (top, left, height, width))
+  pixels, y, x = _region(data, k, top, left, height, width)
+  return pixels[top - y:top - y + height, left - x:left - x + width]
+
+
+def region_image(data: bytes, k: int, top: int, left: int, height: int, width: int) -> Image.Image:
+  """`region_pixels` as an RGB PIL image (for PIL's resize: training's `exact_input`)."""
+  pixels, y, x = _region(data, k, top, left, height, width)
   # The box's rows straight from the decoded buffer, with its row stride: no intermediate copy.
   offset = (top - y) * pixels.strides[0] + (left - x) * 3
   return Image.frombuffer("RGB", (width, height), memoryview(pixels.reshape(-1))[offset:], "raw",

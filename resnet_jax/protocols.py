@@ -1,7 +1,8 @@
 """The paper's protocol (He et al. 2015, sec. 3.4): scale and colour augmentation, 10-crop and multi-scale testing.
 
 Everything here works on one HWC image as a numpy array (uint8 RGB from a decoder) with PIL for
-resizing, so it runs inside any host-side input pipeline; only `averaged_scores` calls into JAX,
+resizing (training's `paper_augment` with OpenCV's `image_ops.resize_box` unless `exact`), so it
+runs inside any host-side input pipeline; only `averaged_scores` calls into JAX,
 through the `logits_fn` it is given. Sizes are parameters, so the same code runs on 32-px test images.
 
 Training, "paper" augmentation (`paper_augment`), in this order:
@@ -29,7 +30,8 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from resnet_jax.image_ops import (IMAGENET_MEAN_255, center_offsets, crop, hflip, normalize,
-                                   random_hflip, resize_center_crop, resize_shorter_side)
+                                   random_hflip, resize_box, resize_center_crop, resize_shorter_side,
+                                   resized_size)
 
 Seed = Union[None, int, Sequence[int], np.random.Generator]
 
@@ -66,6 +68,21 @@ def random_crop(image: np.ndarray, rng: Seed, size: int = PAPER_CROP) -> np.ndar
   top = int(rng.integers(0, h - size + 1))
   left = int(rng.integers(0, w - size + 1))
   return crop(image, top, left, size)
+
+
+def _scaled_crop(image: np.ndarray, rng: np.random.Generator, short_side: tuple[int, int],
+                 size: int) -> np.ndarray:
+  """`random_crop(random_scale(...))` from the same draws, with only the crop's box resized."""
+  h, w = image.shape[:2]
+  lo, hi = short_side
+  new_h, new_w = resized_size(h, w, int(rng.integers(lo, hi + 1)))
+  if min(new_h, new_w) < size:
+    raise ValueError(f"cannot take a {size}x{size} crop from a {new_h}x{new_w} image")
+  top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
+  if (new_h, new_w) == (h, w):  # As resize_shorter_side: no resampling at the image's own size.
+    return crop(image, top, left, size)
+  sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
+  return resize_box(image, (left * sx, top * sy, (left + size) * sx, (top + size) * sy), size, size)
 
 
 def lighting_shift(rng: Seed, alphastd: float = 0.1, eigval: np.ndarray = IMAGENET_EIGVAL,
@@ -105,7 +122,7 @@ def lighting(image: np.ndarray, rng: Seed, alphastd: float = 0.1, pixel_scale: f
 def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] = PAPER_SHORT_SIDE,
                   crop_size: int = PAPER_CROP, alphastd: float = 0.1,
                   mean: np.ndarray = IMAGENET_MEAN_255, std: Optional[np.ndarray] = None,
-                  pixel_scale: float = 255.0) -> np.ndarray:
+                  pixel_scale: float = 255.0, exact: bool = False) -> np.ndarray:
   """The paper's training augmentation of one HWC uint8 RGB image (sec. 3.4, see the module doc).
 
   Args:
@@ -117,6 +134,8 @@ def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] =
     alphastd: standard deviation of the PCA lighting coefficients (0 turns the noise off).
     mean, std: `image_ops.normalize`'s; see step 4 above.
     pixel_scale: full intensity in the image's units (255 for uint8).
+    exact: resize the whole image with PIL, then crop (torchvision's `Resize` bytes); else resize
+      only the crop's box, with `image_ops.resize_box`: the same draws, several times faster.
 
   Returns:
     float32 array of shape (crop_size, crop_size, 3).
@@ -125,8 +144,10 @@ def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] =
     raise ValueError(f"short_side {short_side} must not go below crop_size {crop_size}")
   rng = np.random.default_rng(rng)
   # The draws happen in a fixed order (scale, crop, flip, lighting), so a seed fixes the result.
-  x = random_scale(image, rng, short_side)
-  x = random_crop(x, rng, crop_size)
+  if exact:
+    x = random_crop(random_scale(image, rng, short_side), rng, crop_size)
+  else:
+    x = _scaled_crop(image, rng, short_side, crop_size)
   x = random_hflip(x, rng)
   x = lighting(x, rng, alphastd, pixel_scale)
   return normalize(x, mean, std)

@@ -172,7 +172,7 @@ def train_batches(config, data: Data, layout: sharding.Layout) -> input_pipeline
           config.auto_augment, ra_magnitude=config.ra_magnitude,
           augmix_severity=config.augmix_severity, random_erase=config.random_erase,
           erase_value=tuple(config.mean)),
-      fast_decode=config.fast_decode,
+      fast_decode=config.fast_decode, exact_input=config.exact_input,
       repeats=config.ra_reps if config.ra_sampler else 1)
   return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
                                        config.num_data_threads, config.data_processes)

@@ -27,9 +27,11 @@ def test_input_pipeline_benchmark_runs(torchvision, capsys, benchmark):
   """Every pipeline runs on the same generated photos; the last line is the issue's summary line."""
   assert benchmark("input_pipeline").main(["--images", "8", "--batch", "2", "--workers", "1",
                                        "--windows", "1", "--batches", "1",
-                                       "--warmup", "1", "--warmup-seconds", "0"]) == 0
+                                       "--warmup", "1", "--warmup-seconds", "0",
+                                       "--resize-draws", "1"]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert "| torchvision DataLoader, uint8 out |" in "\n".join(lines)
+  assert "| image_ops.resize_box (OpenCV blur + bilinear warp; the default) |" in "\n".join(lines)
   assert re.fullmatch(r"input pipeline: resnet_jax/torchvision = \d+\.\d\dx at 1 workers", lines[-1])
 
 

@@ -148,7 +148,7 @@ BAD_VALUES = {
     "model_ema": 1, "model_ema_steps": 0, "model_ema_decay": 1.5, "lr_end": -1.0, "lr_power": 0.0,
     "optimizer": "adam", "norm_weight_decay": float("nan"), "bias_weight_decay": "0",
     "clip_grad_norm": -1.0, "train_crop_size": -1, "val_resize_size": 8, "val_crop_size": 1.5,
-    "fast_decode": "yes", "data_processes": -1,
+    "fast_decode": "yes", "exact_input": 1, "data_processes": -1,
     "ra_sampler": "yes", "ra_reps": 0, "grad_accum_steps": 7,
     "loss": "ce", "bce_target_threshold": 1.5, "drop_path_rate": 1.0, "drop_rate": -0.1,
 }
