@@ -285,3 +285,18 @@ def test_resume_refuses_a_fixed_change_untouched_and_records_an_allowed_one(tmp_
   assert max(metrics.read_metrics(workdir)["train"]) == 8
   with checkpoints.TrainCheckpoints(workdir, keep=None, read_only=True) as ckpts:
     assert ckpts.read(8).meta[checkpoints.CONFIG_KEY]["num_train_steps"] == 8
+
+
+def test_a_checkpoint_without_a_saved_config_is_compared_with_config_json(tmp_path, caplog):
+  """Checkpoints written before configs were saved in them: config.json (a fresh run's) stands in;
+  with neither, the resume goes on unchecked, with a warning."""
+  trained = default.get_config()
+  asked = default.get_config()
+  asked.seed = 5
+  assert train_lib.resumed_config_changes(asked, {}, str(tmp_path)) == []
+  assert "records no config" in caplog.text
+  (tmp_path / "config.json").write_text(json.dumps(config_checks.as_json(trained)))
+  with pytest.raises(config_checks.ConfigError, match=r"^config.seed: this run was trained with 0; "):
+    train_lib.resumed_config_changes(asked, {}, str(tmp_path))
+  asked.seed, asked.progress_bar = 0, False
+  assert train_lib.resumed_config_changes(asked, {}, str(tmp_path)) == [("progress_bar", True, False)]
