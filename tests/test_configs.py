@@ -300,3 +300,20 @@ def test_a_checkpoint_without_a_saved_config_is_compared_with_config_json(tmp_pa
     train_lib.resumed_config_changes(asked, {}, str(tmp_path))
   asked.seed, asked.progress_bar = 0, False
   assert train_lib.resumed_config_changes(asked, {}, str(tmp_path)) == [("progress_bar", True, False)]
+
+
+def test_a_moved_data_dir_may_change_but_not_to_other_data():
+  trained = default.get_config()
+  trained.source, trained.data_dir = "folder", "/data/old"
+  meta = {"config": config_checks.as_json(trained),
+          "data": {"train_examples": 100, "class_names": ["ant", "bee"]}}
+  asked = default.get_config()
+  asked.source, asked.data_dir = "folder", "/data/moved"
+  same = train_lib.Data(range(100), None, 2, (8, 8, 3), ("ant", "bee"))
+  assert train_lib.resumed_config_changes(asked, meta, "/nowhere", same) == [
+      ("data_dir", "/data/old", "/data/moved")]
+  for other in (train_lib.Data(range(99), None, 2, (8, 8, 3), ("ant", "bee")),
+                train_lib.Data(range(100), None, 2, (8, 8, 3), ("ant", "wasp"))):
+    with pytest.raises(config_checks.ConfigError, match=r"^config.data_dir='/data/moved': the data "
+                                                        r"there is not the data this run was trained"):
+      train_lib.resumed_config_changes(asked, meta, "/nowhere", other)
