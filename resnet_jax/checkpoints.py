@@ -100,16 +100,15 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, spec_lib.Mo
   return jax.tree.map(np.asarray, variables), spec
 
 
-CONFIG_KEY = "config"  # A training checkpoint's meta: the config (JSON) of the run that saved it.
+# A training checkpoint's meta also records the run that saved it, what a resumed run is compared
+# with: its config (JSON) and what identifies its training data (size, class names).
+CONFIG_KEY, DATA_KEY = "config", "data"
 
 
-def training_meta(spec: spec_lib.ModelSpec, config: Optional[dict] = None) -> dict:
+def training_meta(spec: spec_lib.ModelSpec, run: Optional[dict] = None) -> dict:
   """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC),
-  and the run's config as JSON when given (what a resumed run is compared with)."""
-  meta = {spec_lib.SPEC_KEY: spec.to_json()}
-  if config is not None:
-    meta[CONFIG_KEY] = config
-  return meta
+  with `run` ({CONFIG_KEY: ..., DATA_KEY: ...}) when given."""
+  return {spec_lib.SPEC_KEY: spec.to_json(), **(run or {})}
 
 
 # A reader beside a live trainer (keep_checkpoints=1, saving often) may see the step it reads

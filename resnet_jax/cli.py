@@ -382,12 +382,15 @@ def _prepare_parser(sub) -> None:
   p.add_argument("source", help="image folder (root/[split/]class/*.jpg), or a TFDS name with "
                                 "--tfds-splits")
   p.add_argument("out", help="output image folder; run the same command again to resume")
-  p.add_argument("--max-size", type=POSITIVE_INT, default=320, help="largest shorter side, in pixels")
-  p.add_argument("--quality", type=Number(int, 1, 100), default=90, help="JPEG quality of re-encoded images")
+  p.add_argument("--max-size", type=POSITIVE_INT, default=320,
+                 help="largest shorter side, in pixels")
+  p.add_argument("--quality", type=Number(int, 1, 100), default=90,
+                 help="JPEG quality of re-encoded images")
   p.add_argument("--tfds-splits", help="comma-separated splits of the TFDS dataset SOURCE "
                                        "(default: none, SOURCE is an image folder)")
   p.add_argument("--data-dir", help="TFDS data_dir (default: ~/tensorflow_datasets)")
-  p.add_argument("--workers", type=POSITIVE_INT, default=os.cpu_count(), help="threads (default: one per CPU)")
+  p.add_argument("--workers", type=POSITIVE_INT, default=os.cpu_count(),
+                 help="threads (default: one per CPU)")
   p.add_argument("--format", default="folder", choices=("folder", "array_record"),
                  help="an image folder, or ArrayRecord shards (config.source='array_record')")
   p.add_argument("--layout", default="auto", choices=("auto", "splits", "classes"),
@@ -430,12 +433,14 @@ def _evaluate_parser(sub) -> None:
                       "image size x 256/224 for ten_crop)")
   p.add_argument("--scales", type=POSITIVE_INT, nargs="+",
                  help="shorter sides of multi_scale (default: image size x {224,256,384,480,640}/224)")
-  p.add_argument("--per-device-batch", type=POSITIVE_INT, default=16, help="views per device per call")
+  p.add_argument("--per-device-batch", type=POSITIVE_INT, default=16,
+                 help="views per device per call")
   p.add_argument("--images-per-call", type=POSITIVE_INT, default=64,
                  help="images decoded and resized per batch of calls (host memory)")
   p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
                  help="compute dtype ('auto': bfloat16 on GPU/TPU, float32 on CPU)")
-  p.add_argument("--limit", type=POSITIVE_INT, help="evaluate only the first N examples (default: all)")
+  p.add_argument("--limit", type=POSITIVE_INT,
+                 help="evaluate only the first N examples (default: all)")
   p.set_defaults(run=cmd_evaluate)
 
 
@@ -491,8 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=NONNEGATIVE_INT, default=0,
                  help="seed of the random inputs (and random weights)")
   p.add_argument("--no-photos", action="store_true", help="skip scikit-image's sample photos")
-  p.add_argument("--rtol", type=Number(float, 0), help="max relative error of the logits (default per dtype)")
-  p.add_argument("--min-top1", type=Number(float, 0, 1), help="min top-1 agreement, 0..1 (default per dtype)")
+  p.add_argument("--rtol", type=Number(float, 0),
+                 help="max relative error of the logits (default per dtype)")
+  p.add_argument("--min-top1", type=Number(float, 0, 1),
+                 help="min top-1 agreement, 0..1 (default per dtype)")
   p.set_defaults(run=cmd_verify)
 
   p = sub.add_parser("predict", help="print the top classes of images")

@@ -349,8 +349,8 @@ ON_RESUME: dict[str, ResumeRule] = {
     # Data.
     "source": _DATA,
     "dataset": _DATA,
-    # A moved dataset is the same data; its class list and model are still checked against the
-    # checkpoint's spec, and its size through the data position.
+    # A moved dataset is the same data: its size and class names are checked against those each
+    # checkpoint records (train_lib.run_record), so another dataset at the new path is refused.
     "data_dir": _free("a path: the same data moved elsewhere"),
     "train_split": _DATA,
     "eval_split": _EVAL,

@@ -211,12 +211,13 @@ class TfdsSource:
       except tfds.core.registered.DatasetNotFoundError:  # Its message lists every dataset (250 lines).
         raise FileNotFoundError(f"{name!r} is not a TFDS dataset name (the catalog: "
                                 "https://www.tensorflow.org/datasets/catalog)") from None
-      if not builder.is_prepared():
-        raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {where}: {prepare}")
       try:
         self._source = tfds.data_source(name, split=split, data_dir=data_dir or None,
                                         download=False)
-      except Exception as e:  # TFDS raises several types; the two causes users meet are named.
+      except Exception as e:  # TFDS raises several types; the causes users meet are named.
+        if not builder.is_prepared():  # TFDS itself then wrongly says it is, in TFRecord format.
+          raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {where}: "
+                                  f"{prepare}") from None
         fmt = str(getattr(builder.info.file_format, "value", builder.info.file_format))
         if "array_record" not in fmt and "parquet" not in fmt:
           raise FileNotFoundError(

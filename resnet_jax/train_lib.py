@@ -327,7 +327,7 @@ def restore_or_initialize(config: ml_collections.ConfigDict, compiled: Compiled,
   None and []."""
   state = initial_state(compiled.model, compiled.tx, data.image_shape, config.seed, config.model_ema)
   workdir = os.path.dirname(ckpts.directory)
-  check = lambda found: changes.extend(resumed_config_changes(config, found.meta, workdir))
+  check = lambda found: changes.extend(resumed_config_changes(config, found.meta, workdir, data))
   changes = []
   restored = ckpts.restore_latest(serialization.to_state_dict(state), batches,
                                   checkpoints.training_meta(spec), check=check)
@@ -343,10 +343,22 @@ def restore_or_initialize(config: ml_collections.ConfigDict, compiled: Compiled,
   return state, None, []
 
 
-def resumed_config_changes(config: ml_collections.ConfigDict, meta: dict,
-                           workdir: str) -> list[tuple[str, Any, Any]]:
+def run_record(config: ml_collections.ConfigDict, data: Data) -> dict:
+  """What each checkpoint records of the run that saved it (checkpoints.training_meta's `run`)."""
+  return {checkpoints.CONFIG_KEY: config_checks.as_json(config),
+          checkpoints.DATA_KEY: {"train_examples": len(data.train),
+                                 "class_names": list(data.class_names)}}
+
+
+def resumed_config_changes(config: ml_collections.ConfigDict, meta: dict, workdir: str,
+                           data: Optional[Data] = None) -> list[tuple[str, Any, Any]]:
   """`config_checks.resume_changes` against the config a checkpoint was saved with: its meta's, or
-  for a checkpoint written before configs were saved there, WORKDIR/config.json (none: unchecked)."""
+  for a checkpoint written before configs were saved there, WORKDIR/config.json (none: unchecked).
+  With `data`, the training data must also be the one the checkpoint recorded (a `data_dir` may
+  move, not point at other data)."""
+  if data is not None and checkpoints.DATA_KEY in meta:
+    _check_same_data(config, meta[checkpoints.DATA_KEY],
+                     run_record(config, data)[checkpoints.DATA_KEY])
   trained = meta.get(checkpoints.CONFIG_KEY)
   if trained is None:
     path = os.path.join(workdir, "config.json")
@@ -358,17 +370,28 @@ def resumed_config_changes(config: ml_collections.ConfigDict, meta: dict,
   return config_checks.resume_changes(trained, config)
 
 
+def _check_same_data(config: ml_collections.ConfigDict, trained: dict, now: dict) -> None:
+  names = trained.get("class_names"), now["class_names"]
+  if trained.get("train_examples") != now["train_examples"] or (all(names) and names[0] != names[1]):
+    describe = lambda d: (f"{d.get('train_examples')} training examples"
+                          + (f", classes {', '.join(d['class_names'])}" if d.get("class_names") else ""))
+    raise config_checks.ConfigError(
+        f"config.data_dir={config.data_dir!r}: the data there is not the data this run was trained "
+        f"on ({describe(trained)} then; {describe(now)} now). Point data_dir at that data, or use "
+        "another workdir; nothing was changed")
+
+
 # ----------------------------------------------------------------------------------------------
 # What the loop does between steps.
 
 def save_checkpoint(ckpts: checkpoints.TrainCheckpoints, layout: sharding.Layout,
-                    spec: spec_lib.ModelSpec, config_json: dict,
+                    spec: spec_lib.ModelSpec, run: dict,
                     batches: input_pipeline.DeviceIterator, state, step: int) -> None:
   """The state with the data position after its last batch, the spec naming this step and the
-  config (JSON) that trained it."""
+  `run_record` of the run that trained it."""
   host = serialization.to_state_dict(layout.get_state(state))
   spec = spec.replace(source=dict(spec.source, step=step))
-  ckpts.save(step, host, batches.get_state(), checkpoints.training_meta(spec, config_json))
+  ckpts.save(step, host, batches.get_state(), checkpoints.training_meta(spec, run))
 
 
 def eval_steps(eval_every_steps: int, steps_per_epoch: float, total_steps: int) -> set[int]:
@@ -459,7 +482,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evals = eval_steps(config.eval_every_steps, steps_per_epoch, total_steps)
     throughput = Throughput(config.batch_size)
     writer.start(start, config, changes)
-    config_json = config_checks.as_json(config)  # Saved with each checkpoint.
+    run = run_record(config, data)  # Saved with each checkpoint.
     new_eval_batches = functools.partial(eval_batches, config, data, layout)
     pending, result = [], {}
     for step in range(start + 1, total_steps + 1):
@@ -483,7 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           evaluate_and_log("eval_ema", compiled.eval_fn, steps.ema_view(state), new_eval_batches(),
                            layout, writer, progress, step)
       if due_checkpoint:
-        save_checkpoint(ckpts, layout, spec, config_json, batches, state, step)
+        save_checkpoint(ckpts, layout, spec, run, batches, state, step)
         last_checkpoint = step
       if due_log:
         throughput.restart()  # Logging, evaluating and checkpointing are not training time.

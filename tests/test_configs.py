@@ -298,3 +298,35 @@ def test_resume_refuses_a_fixed_change_untouched_and_records_an_allowed_one(tmp_
   assert max(metrics.read_metrics(workdir)["train"]) == 8
   with checkpoints.TrainCheckpoints(workdir, keep=None, read_only=True) as ckpts:
     assert ckpts.read(8).meta[checkpoints.CONFIG_KEY]["num_train_steps"] == 8
+
+
+def test_a_checkpoint_without_a_saved_config_is_compared_with_config_json(tmp_path, caplog):
+  """Checkpoints written before configs were saved in them: config.json (a fresh run's) stands in;
+  with neither, the resume goes on unchecked, with a warning."""
+  trained = default.get_config()
+  asked = default.get_config()
+  asked.seed = 5
+  assert train_lib.resumed_config_changes(asked, {}, str(tmp_path)) == []
+  assert "records no config" in caplog.text
+  (tmp_path / "config.json").write_text(json.dumps(config_checks.as_json(trained)))
+  with pytest.raises(config_checks.ConfigError, match=r"^config.seed: this run was trained with 0; "):
+    train_lib.resumed_config_changes(asked, {}, str(tmp_path))
+  asked.seed, asked.progress_bar = 0, False
+  assert train_lib.resumed_config_changes(asked, {}, str(tmp_path)) == [("progress_bar", True, False)]
+
+
+def test_a_moved_data_dir_may_change_but_not_to_other_data():
+  trained = default.get_config()
+  trained.source, trained.data_dir = "folder", "/data/old"
+  meta = {"config": config_checks.as_json(trained),
+          "data": {"train_examples": 100, "class_names": ["ant", "bee"]}}
+  asked = default.get_config()
+  asked.source, asked.data_dir = "folder", "/data/moved"
+  same = train_lib.Data(range(100), None, 2, (8, 8, 3), ("ant", "bee"))
+  assert train_lib.resumed_config_changes(asked, meta, "/nowhere", same) == [
+      ("data_dir", "/data/old", "/data/moved")]
+  for other in (train_lib.Data(range(99), None, 2, (8, 8, 3), ("ant", "bee")),
+                train_lib.Data(range(100), None, 2, (8, 8, 3), ("ant", "wasp"))):
+    with pytest.raises(config_checks.ConfigError, match=r"^config.data_dir='/data/moved': the data "
+                                                        r"there is not the data this run was trained"):
+      train_lib.resumed_config_changes(asked, meta, "/nowhere", other)

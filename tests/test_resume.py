@@ -154,6 +154,21 @@ def test_another_model_is_refused_in_one_line_and_nothing_changes(env, uninterru
   assert digest(workdir) == before
 
 
+def test_a_changed_batch_size_is_refused_in_one_line_and_nothing_changes(env, uninterrupted, digest):
+  """Through train.py: the key, both values and why, exit status 2, the workdir byte for byte."""
+  base, env = env
+  workdir = base / "another_batch"
+  shutil.copytree(base / "uninterrupted", workdir)
+  before = digest(workdir)
+  proc = _train(base, env, workdir, extra=["--config.batch_size=8"])
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("train.py: error: config.batch_size: this run was trained with 16; you "
+                         "asked for 8 (it may not change on resume: ")
+  assert "Traceback" not in proc.stderr
+  assert digest(workdir) == before
+
+
 def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupted, digest):
   """The issue's inputs through train.py: the newest step's largest array file truncated and a stray
   empty checkpoints/1000. The run resumes from the step before, sets both aside byte for byte,
