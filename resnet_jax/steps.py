@@ -98,7 +98,8 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     average_batch_stats: under `pmap` with per-device BatchNorm, average the running statistics
       after the step so the replicas stay identical (what gets evaluated and saved).
     mix: `mixup.mix_batch` with its alphas bound, or None; it gets a key from `mix_seed` and the
-      step number, so a resumed run mixes exactly as an uninterrupted one.
+      step number, so a resumed run mixes exactly as an uninterrupted one (and so does the
+      'dropout' stream of stochastic depth).
     ema_update: `ema.update` with its decay and schedule bound, or None (no EMA in the state).
     loss: 'cross_entropy' (softmax) or 'bce' (`binary_cross_entropy`, with `bce_target_threshold`).
     grad_accum_steps: split the batch into this many micro-batches (`accumulate_gradients`).
@@ -116,12 +117,16 @@ def train_step(state: TrainState, batch: dict, *, model: models.ResNet,
     images, targets = mix(key, images, jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32))
   images = images.astype(model.dtype)
 
-  if loss == "bce":
-    loss_of = functools.partial(binary_cross_entropy, target_threshold=bce_target_threshold)
-  else:
-    loss_of = cross_entropy
-  # Stochastic depth and dropout draw from Flax's 'dropout' stream; a model without them ignores it.
-  dropout_key = jax.random.fold_in(jax.random.key(mix_seed + 1), state.step)
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  loss_of = (functools.partial(binary_cross_entropy, target_threshold=bce_target_threshold)
+             if loss == "bce" else cross_entropy)
+  # Stochastic depth and dropout draw from Flax's 'dropout' stream (a model without them ignores
+  # it): keyed by the seed and the step like the mixing, and by the device under pmap, whose
+  # devices would otherwise drop the same paths of their different examples.
+  dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(mix_seed), state.step), 1)
+  if axis_name is not None:
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
 
   def loss_fn(params, batch_stats, images, targets):
     logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,

@@ -200,3 +200,19 @@ def test_init_from_takes_a_timm_name(torch, timm, offline_cache):
   chex.assert_trees_all_equal(loaded.params["layer4_1"], expected["params"]["layer4_1"])
   chex.assert_trees_all_equal(loaded.batch_stats, expected["batch_stats"])
   chex.assert_trees_all_equal(loaded.params["fc"], state.params["fc"])  # a fresh head of 3 classes
+
+
+def test_evaluate_feeds_timms_weights_their_preprocessing(torch, timm, offline_cache):
+  """`evaluate` on timm's name scores what the model gives on timm's own eval transform (bicubic,
+  resize 235): its views are made with the spec's filter and resize, not torchvision's defaults."""
+  from PIL import Image
+  from resnet_jax import evaluate, input_pipeline
+  model = _timm_model(timm, torch, "resnet18.a1_in1k", seed=7)
+  publish(offline_cache, model, "resnet18.a1_in1k")
+  photos = np.stack([_photo(), _photo()[:, ::-1]])
+  source = input_pipeline.InMemorySource(photos, np.array([0, 1]), num_classes=5)
+  result = evaluate.evaluate("resnet18.a1_in1k", source, average="logits", per_device_batch=1)
+  transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+  x = np.stack([transform(Image.fromarray(p)).numpy().transpose(1, 2, 0) for p in photos])
+  agreement = verify.compare_logits(result.scores, verify.run_torchvision(model, x))
+  assert agreement.rel < 1e-5 and agreement.top1 == 1.0, agreement
