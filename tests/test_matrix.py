@@ -32,23 +32,13 @@ NOT_APPLICABLE = {
     ("workdir.pth", "verify"): "torchvision has no 1-channel resnet20 to compare with",
     ("workdir.safetensors", "verify"): "torchvision has no 1-channel resnet20 to compare with",
 }
-# Cells that other engineers are fixing on their branches (issue 22); the merger removes these.
-BEING_FIXED = {
-    ("convert_dir", "verify"): "verify --weights DIR on a convert --out DIR ('no weights file')",
-    ("workdir.pth", "convert"): "an exported 1-channel (digits) .pth does not convert back",
-    ("workdir.pth", "predict"): "an exported 1-channel (digits) .pth does not convert back",
-}
-
 
 def _cells():
   for producer in PRODUCERS:
     for consumer in CONSUMERS:
       if (producer, consumer) in NOT_APPLICABLE:
         continue
-      marks = ()
-      if (producer, consumer) in BEING_FIXED:
-        marks = pytest.mark.xfail(strict=True, reason=BEING_FIXED[producer, consumer])
-      yield pytest.param(producer, consumer, marks=marks, id=f"{producer}-{consumer}")
+      yield pytest.param(producer, consumer, id=f"{producer}-{consumer}")
 
 
 @pytest.fixture(scope="module")
