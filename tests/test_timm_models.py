@@ -151,6 +151,34 @@ def test_parity_with_timm(name, part, overrides, torch):
   _check_train_mode(timm_model, reference.double(), x, train_logits, updated, to_state)
 
 
+# Every layer of the parts above, combined to keep the count of (slow, unjitted) gradients small.
+TRAIN = {"resnet10t": dict(attn="se", aa="blur"), "resnet14t": dict(attn="eca", aa="avg", norm="group"),
+         "resnetrs50": {}, "senet154": {}, "resnetv2_18d": {}, "resnetv2_50x1_bit": {}}
+
+
+@pytest.mark.parametrize("name", TRAIN)
+def test_one_train_step_gives_finite_gradients(name):
+  """A train step (one block per stage, drop path and dropout on): every parameter gets a finite
+  gradient, and every running statistic moves."""
+  model = get_model(name, num_classes=5, stage_sizes=(1, 1, 1, 1), drop_path_rate=0.1, drop_rate=0.1,
+                    **TRAIN[name])
+  x = _images(size=32)
+  variables = model.init(jax.random.key(0), x)
+
+  def loss(params):
+    logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                  mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+    return (logits ** 2).mean(), updates
+
+  grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+  if "batch_stats" in variables:
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), updates["batch_stats"],
+                         variables["batch_stats"])
+    assert all(jax.tree.leaves(moved))
+
+
 def test_drop_path_and_dropout_follow_timms_rules():
   model = get_model("resnet18d", drop_path_rate=0.2, drop_rate=0.5, num_classes=4)
   x = _images(size=32)
