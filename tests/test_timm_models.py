@@ -152,7 +152,7 @@ def test_parity_with_timm(name, part, overrides, torch):
 
 
 # Every layer of the parts above, combined to keep the count of (slow, unjitted) gradients small.
-TRAIN = {"resnet10t": dict(attn="se", aa="blur"), "resnet14t": dict(attn="eca", aa="avg", norm="group"),
+TRAIN = {"resnet10t": dict(attn="se", aa="blur"), "resnet50_gn": dict(attn="eca", aa="avg"),
          "resnetrs50": {}, "senet154": {}, "resnetv2_18d": {}, "resnetv2_50x1_bit": {}}
 
 
