@@ -241,3 +241,12 @@ def test_convert_command_takes_a_timm_name(torch, tmp_path, capsys):
   variables, spec = checkpoints.load_variables(str(tmp_path / "out"))
   assert spec.arch == "resnet10t"
   chex.assert_trees_all_equal(variables, convert_timm.from_timm(timm_model), strict=True)
+
+
+def test_readme_counts_every_registered_name_and_the_left_out_ones():
+  import os
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "README.md")).read()
+  assert f"`resnet_jax.list_models()` holds {len(resnet_jax.list_models())} names" in readme
+  for name in list(LEFT_OUT) + [n for n in timm_names() if n not in SAME_AS_TORCHVISION]:
+    assert f"`{name}`" in readme, name
