@@ -258,6 +258,17 @@ def state_dict_of(source: Any) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Conversion.
 
+def count_blocks(state_dict: Mapping[str, Any], key: str, first_stage: int = 0) -> tuple[int, ...]:
+  """Blocks per stage, read from which `key.format(stage=, block=)` names a state_dict holds."""
+  sizes = []
+  while key.format(stage=first_stage + len(sizes), block=0) in state_dict:
+    stage, blocks = first_stage + len(sizes), 0
+    while key.format(stage=stage, block=blocks) in state_dict:
+      blocks += 1
+    sizes.append(blocks)
+  return tuple(sizes)
+
+
 def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
   """Names the torchvision architecture a state_dict belongs to, from its keys and shapes.
 
@@ -271,12 +282,7 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
     some = ", ".join(list(state_dict)[:8])
     raise ConversionError(f"not a ResNet state_dict (no 'layer1.0.conv1.weight'); keys start: {some}")
   bottleneck = "layer1.0.conv3.weight" in state_dict
-  sizes = []
-  while f"layer{len(sizes) + 1}.0.conv1.weight" in state_dict:
-    stage, blocks = len(sizes) + 1, 0
-    while f"layer{stage}.{blocks}.conv1.weight" in state_dict:
-      blocks += 1
-    sizes.append(blocks)
+  sizes = count_blocks(state_dict, "layer{stage}.{block}.conv1.weight", first_stage=1)
   groups, width_per_group = 1, 64
   if bottleneck:
     if "layer1.0.conv2.weight" not in state_dict:
