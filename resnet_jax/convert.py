@@ -474,10 +474,16 @@ def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[
   """The same variables with a new classifier of `num_classes` outputs (none for 0 or None).
 
   The new `fc` is initialised as `models.ResNet` (and torch's nn.Linear) initialise theirs, for
-  fine-tuning on another label set.
+  fine-tuning on another label set; a timm ResNetV2's 1x1-conv `head_fc` as timm does (N(0, 0.01), 0).
   """
-  params = {k: v for k, v in variables["params"].items() if k != "fc"}
-  if num_classes:
+  from resnet_jax.timm_models import ResNetV2
+  params = {k: v for k, v in variables["params"].items() if k not in ("fc", "head_fc")}
+  if num_classes and isinstance(get_model(arch), ResNetV2):
+    features = params["norm"]["scale"].shape[0]
+    kernel = jax.random.normal(jax.random.key(seed), (1, 1, features, num_classes), jnp.float32)
+    params["head_fc"] = {"kernel": np.asarray(0.01 * kernel),
+                         "bias": np.zeros((num_classes,), np.float32)}
+  elif num_classes:
     features = torchvision_layout(arch, num_classes)["fc.weight"][1][1]
     kernel_key, bias_key = jax.random.split(jax.random.key(seed))
     limit = 1.0 / np.sqrt(features)

@@ -250,3 +250,14 @@ def test_readme_counts_every_registered_name_and_the_left_out_ones():
   assert f"`resnet_jax.list_models()` holds {len(resnet_jax.list_models())} names" in readme
   for name in list(LEFT_OUT) + [n for n in timm_names() if n not in SAME_AS_TORCHVISION]:
     assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetv2_18d"])
+def test_a_new_head_fits_the_model(name):
+  model = get_model(name, num_classes=3)
+  x = _images(size=32)
+  variables = jax.tree.map(np.asarray, get_model(name, num_classes=0).init(jax.random.key(0), x))
+  new = convert.replace_head(variables, name, 3)
+  assert convert.variables_classes(new) == 3
+  assert model.apply(new, x).shape == (2, 3)
+  assert convert.variables_classes(convert.replace_head(new, name, 0)) is None
