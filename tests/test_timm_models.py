@@ -261,3 +261,25 @@ def test_a_new_head_fits_the_model(name):
   assert convert.variables_classes(new) == 3
   assert model.apply(new, x).shape == (2, 3)
   assert convert.variables_classes(convert.replace_head(new, name, 0)) is None
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetaa34d", "resnetblur18", "resnetv2_18d",
+                                  "resnetv2_50x1_bit"])
+def test_odd_sizes_pool_as_timm(name, torch):
+  """At 45 px every stage has odd sizes: average-pool shortcuts keep the partial window (ceil mode,
+  averaged over the pixels it holds), anti-aliasing's 2x2 pool drops it, blur pads by reflection,
+  the stem pools pad as timm's."""
+  overrides = ONE if name in ("resnetaa34d", "resnetv2_50x1_bit") else {}
+  timm_model = _timm_model(name, seed=9, **overrides)
+  model = get_model(name, **({"stage_sizes": (1, 1, 1, 1)} if overrides else {}))
+  x = _images(seed=3, size=45)
+  variables = convert_timm.from_timm(timm_model, name, model=model)
+  if name == "resnetaa34d":
+    # timm's 2x2 anti-aliasing pool floors odd sizes where the shortcut's ceils them: in timm
+    # as here, the two branches then differ in size and cannot be added.
+    with pytest.raises(RuntimeError, match="must match the size"):
+      verify.run_torchvision(timm_model, x)
+    with pytest.raises(TypeError, match="incompatible shapes"):
+      model.apply(variables, x)
+    return
+  _assert_close(model.apply(variables, x), verify.run_torchvision(timm_model, x))
