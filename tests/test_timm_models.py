@@ -283,3 +283,14 @@ def test_odd_sizes_pool_as_timm(name, torch):
       model.apply(variables, x)
     return
   _assert_close(model.apply(variables, x), verify.run_torchvision(timm_model, x))
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetv2_18d"])
+def test_headless_weights_convert_to_a_headless_model(name, torch):
+  timm_model = _timm_model(name, seed=11, num_classes=0)
+  assert convert_timm.infer_timm_arch(timm_model.state_dict()) == convert.Inferred(name, None)
+  variables = convert_timm.from_timm(timm_model)
+  assert convert.variables_classes(variables) is None
+  x = _images(seed=4, size=32)
+  _assert_close(get_model(name, num_classes=0).apply(variables, x), verify.run_torchvision(timm_model, x))
+  assert set(convert_timm.to_timm(variables, name, as_numpy=True)) == set(timm_model.state_dict())
