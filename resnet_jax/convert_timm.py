@@ -17,8 +17,7 @@ from resnet_jax import convert
 from resnet_jax.convert import ConversionError, Inferred
 from resnet_jax.layers import make_divisible
 from resnet_jax.models import get_model
-from resnet_jax.timm_models import (SAME_AS_TORCHVISION, TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2,
-                                    timm_names)
+from resnet_jax.timm_models import TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2, timm_names
 
 # The timm names whose keys are not torchvision's: converted here whatever entry point is used.
 TIMM_ONLY = frozenset(TIMM_RESNETS) | frozenset(TIMM_RESNETV2S)
@@ -201,5 +200,5 @@ def to_timm(variables: Mapping[str, Any], name: str, *, as_numpy: bool = False,
   return convert._as_torch(state, as_numpy)
 
 
-__all__ = ["SAME_AS_TORCHVISION", "TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
+__all__ = ["TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
            "state_dict_classes", "timm_key", "timm_layout", "timm_v2_key", "to_timm"]
