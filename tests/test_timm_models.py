@@ -44,11 +44,15 @@ def test_every_timm_resnet_name_is_registered_or_left_out(timm):
   assert set(timm_names()) <= set(resnet_jax.list_models())
 
 
-def test_shared_names_are_torchvisions_own_entries():
-  # timm's resnet50 is torchvision's key for key: one definition serves both names.
-  for name in SAME_AS_TORCHVISION:
-    assert name not in TIMM_RESNETS
-    assert get_model(name).stem == "imagenet" and not get_model(name).avg_down
+@pytest.mark.parametrize("name", SAME_AS_TORCHVISION)
+def test_shared_names_are_torchvisions_own_entries(name, timm):
+  # timm's resnet50 is torchvision's key for key: one definition serves both names, and timm's
+  # files convert through torchvision's key map and inference.
+  assert name not in TIMM_RESNETS and name in convert.TORCHVISION_ARCHS
+  keys = _timm_meta(name)[1]
+  assert {k: s for k, (_, s) in convert.torchvision_layout(name, 1000).items()} == keys
+  shaped = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}  # shapes, no memory
+  assert convert.infer_arch(shaped) == convert.Inferred(name, 1000)
 
 
 @pytest.mark.parametrize("name", timm_names())
@@ -60,7 +64,7 @@ def test_params_equal_timm_and_the_name_is_inferred(name, timm):
   # Names whose state_dicts are indistinguishable (anti-aliasing has no weights) must be refused
   # together; every other name inferred.
   same = sorted(n for n in timm_names() if _timm_meta(n)[1] == keys)
-  state = {k: np.zeros(s, np.float32) for k, s in keys.items()}
+  state = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}  # shapes, no memory
   if same == [name]:
     assert convert_timm.infer_timm_arch(state) == convert.Inferred(name, 1000)
   else:
