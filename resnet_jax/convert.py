@@ -410,6 +410,17 @@ def state_dict_of(source: Any, ema: bool = False) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Conversion.
 
+def count_blocks(state_dict: Mapping[str, Any], key: str, first_stage: int = 0) -> tuple[int, ...]:
+  """Blocks per stage, read from which `key.format(stage=, block=)` names a state_dict holds."""
+  sizes = []
+  while key.format(stage=first_stage + len(sizes), block=0) in state_dict:
+    stage, blocks = first_stage + len(sizes), 0
+    while key.format(stage=stage, block=blocks) in state_dict:
+      blocks += 1
+    sizes.append(blocks)
+  return tuple(sizes)
+
+
 def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
   """Names the torchvision architecture a state_dict belongs to, from its keys and shapes.
 
@@ -423,12 +434,7 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
     some = ", ".join(list(state_dict)[:8])
     raise ConversionError(f"not a ResNet state_dict (no 'layer1.0.conv1.weight'); keys start: {some}")
   bottleneck = "layer1.0.conv3.weight" in state_dict
-  sizes = []
-  while f"layer{len(sizes) + 1}.0.conv1.weight" in state_dict:
-    stage, blocks = len(sizes) + 1, 0
-    while f"layer{stage}.{blocks}.conv1.weight" in state_dict:
-      blocks += 1
-    sizes.append(blocks)
+  sizes = count_blocks(state_dict, "layer{stage}.{block}.conv1.weight", first_stage=1)
   groups, width_per_group = 1, 64
   if bottleneck:
     if "layer1.0.conv2.weight" not in state_dict:
@@ -623,10 +629,16 @@ def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[
   """The same variables with a new classifier of `num_classes` outputs (none for 0 or None).
 
   The new `fc` is initialised as `models.ResNet` (and torch's nn.Linear) initialise theirs, for
-  fine-tuning on another label set.
+  fine-tuning on another label set; a timm ResNetV2's 1x1-conv `head_fc` as timm does (N(0, 0.01), 0).
   """
-  params = {k: v for k, v in variables["params"].items() if k != "fc"}
-  if num_classes:
+  from resnet_jax.timm_models import ResNetV2
+  params = {k: v for k, v in variables["params"].items() if k not in ("fc", "head_fc")}
+  if num_classes and isinstance(get_model(arch), ResNetV2):
+    features = params["norm"]["scale"].shape[0]
+    kernel = jax.random.normal(jax.random.key(seed), (1, 1, features, num_classes), jnp.float32)
+    params["head_fc"] = {"kernel": np.asarray(0.01 * kernel),
+                         "bias": np.zeros((num_classes,), np.float32)}
+  elif num_classes:
     features = torchvision_layout(arch, num_classes)["fc.weight"][1][1]
     kernel_key, bias_key = jax.random.split(jax.random.key(seed))
     limit = 1.0 / np.sqrt(features)

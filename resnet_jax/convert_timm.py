@@ -17,8 +17,7 @@ from resnet_jax import convert
 from resnet_jax.convert import ConversionError, Inferred
 from resnet_jax.layers import make_divisible
 from resnet_jax.models import get_model
-from resnet_jax.timm_models import (SAME_AS_TORCHVISION, TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2,
-                                    timm_names)
+from resnet_jax.timm_models import TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2, timm_names
 
 # The timm names whose keys are not torchvision's: converted here whatever entry point is used.
 TIMM_ONLY = frozenset(TIMM_RESNETS) | frozenset(TIMM_RESNETV2S)
@@ -93,30 +92,20 @@ def _state_signature(state: Mapping[str, Any]) -> tuple:
   """`_model_signature` as read from a timm state_dict's keys and shapes."""
   shape = lambda k: tuple(state[k].shape) if k in state else None  # noqa: E731
   if "stages.0.blocks.0.norm1.weight" in state:
-    sizes = []
-    while f"stages.{len(sizes)}.blocks.0.norm1.weight" in state:
-      stage, blocks = len(sizes), 0
-      while f"stages.{stage}.blocks.{blocks}.norm1.weight" in state:
-        blocks += 1
-      sizes.append(blocks)
+    sizes = convert.count_blocks(state, "stages.{stage}.blocks.{block}.norm1.weight")
     if "stem.conv.weight" in state:
       stem, width = "imagenet", shape("stem.conv.weight")[0]
     else:
       width = (shape("stem.conv3.weight") or (0,))[0]
       first, second = shape("stem.conv1.weight")[0], (shape("stem.conv2.weight") or (0,))[0]
       stem = "deep" if first == second else "tiered"
-    return ("v2", "stages.0.blocks.0.conv3.weight" in state, tuple(sizes), width, stem,
+    return ("v2", "stages.0.blocks.0.conv3.weight" in state, sizes, width, stem,
             "batch" if "norm.running_mean" in state else "group")
   if "layer1.0.conv1.weight" not in state:
     some = ", ".join(list(state)[:8])
     raise ConversionError(f"not a timm ResNet state_dict (no 'layer1.0.conv1.weight' nor "
                           f"'stages.0.blocks.0.norm1.weight'); keys start: {some}")
-  sizes = []
-  while f"layer{len(sizes) + 1}.0.conv1.weight" in state:
-    stage, blocks = len(sizes) + 1, 0
-    while f"layer{stage}.{blocks}.conv1.weight" in state:
-      blocks += 1
-    sizes.append(blocks)
+  sizes = convert.count_blocks(state, "layer{stage}.{block}.conv1.weight", first_stage=1)
   bottleneck = "layer1.0.conv3.weight" in state
   first = shape("layer1.0.conv1.weight")[0]
   conv2 = shape("layer1.0.conv2.weight") or (0, 1)
@@ -141,7 +130,7 @@ def _state_signature(state: Mapping[str, Any]) -> tuple:
     attn, rd = "se", shape("layer1.0.se.fc1.weight")[0]
   elif "layer1.0.se.conv.weight" in state:
     attn = "eca"
-  return ("Bottleneck" if bottleneck else "BasicBlock", tuple(sizes), groups, width_per_group,
+  return ("Bottleneck" if bottleneck else "BasicBlock", sizes, groups, width_per_group,
           reduce_first, stem, stem_width, "conv" if "maxpool.0.weight" in state else "max",
           avg_down, down[-1] if down else 1, attn, rd,
           "batch" if "bn1.running_mean" in state else "group")
@@ -211,5 +200,5 @@ def to_timm(variables: Mapping[str, Any], name: str, *, as_numpy: bool = False,
   return convert._as_torch(state, as_numpy)
 
 
-__all__ = ["SAME_AS_TORCHVISION", "TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
+__all__ = ["TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
            "state_dict_classes", "timm_key", "timm_layout", "timm_v2_key", "to_timm"]

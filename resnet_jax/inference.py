@@ -27,6 +27,8 @@ def fold_batchnorm(model: ResNet, variables: dict) -> tuple[ResNet, dict]:
   Returns:
     (the same model with `norm='folded'`, its {'params'}).
   """
+  if not isinstance(model, ResNet):  # ResNetV2's norms precede their convs: nothing to fold into
+    raise ValueError(f"only a models.ResNet can be folded, not a {type(model).__name__}")
   if model.norm != "batch":
     raise ValueError(f"only BatchNorm can be folded, the model has norm={model.norm!r}")
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
@@ -34,7 +36,7 @@ def fold_batchnorm(model: ResNet, variables: dict) -> tuple[ResNet, dict]:
   folded = {}
   for path, value in params.items():
     *module, leaf = path
-    if module[-1] == "fc":
+    if module[-1] == "fc" or "se" in module:  # the classifier; attention convs have no norm
       folded[path] = value
       continue
     if leaf != "kernel":
@@ -50,6 +52,11 @@ def fold_batchnorm(model: ResNet, variables: dict) -> tuple[ResNet, dict]:
   return model.clone(norm="folded"), {"params": flax.traverse_util.unflatten_dict(folded)}
 
 
+# Convs whose norm is not named by the rule below: timm's deep stem and ResNet-RS's stem conv.
+_NORMS = {"downsample_conv": "downsample_bn", "conv1_0": "conv1_1", "conv1_3": "conv1_4",
+          "conv1_6": "bn1", "maxpool_0": "maxpool_1"}
+
+
 def _norm_of(conv: str) -> str:
   """The norm that follows a conv, named as models.py names it (conv1 -> bn1, downsample_conv -> ..._bn)."""
-  return "downsample_bn" if conv == "downsample_conv" else conv.replace("conv", "bn")
+  return _NORMS.get(conv) or conv.replace("conv", "bn")

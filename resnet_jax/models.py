@@ -25,7 +25,6 @@ SHORTCUTS = ("A", "B", "C", None)
 NORMS = ("batch", "group", "folded")
 STEMS = ("imagenet", "cifar", "deep", "deep_tiered")
 STEM_POOLS = ("max", "conv")
-AA_LAYERS = {"blur": BlurPool, "avg": None}  # 'avg': timm's nn.AvgPool2d(2), a function here
 
 
 class _Folded(nn.Module):
@@ -126,6 +125,9 @@ class _AvgDown(nn.Module):
 
   def __call__(self, x):
     return avg_pool(x, 2, self.strides)
+
+
+AA_LAYERS = {"blur": BlurPool, "avg": _AvgDown}
 
 
 class ResidualBlock(nn.Module):
@@ -387,8 +389,6 @@ class ResNet(nn.Module):
       yield f"layer{i + 1}", planes, [(strides, previous_dilation)] + [(1, dilation)] * (num_blocks - 1)
 
   def _aa(self) -> Optional[ModuleDef]:
-    if self.aa == "avg":
-      return _AvgDown
     return AA_LAYERS[self.aa] if self.aa else None
 
   def _stem(self, x, conv, norm):
@@ -402,7 +402,7 @@ class ResNet(nn.Module):
       x = conv(width, (7, 7), 2, padding=_pad(7), name="conv1")(x)
     else:
       # Bag of Tricks' ResNet-C: three 3x3 convs for the 7x7; 'tiered' narrows the first to 3/4.
-      # Named as timm's nn.Sequential indices (1, 2, 4, 5 are norms and ReLUs).
+      # Named as timm's nn.Sequential indices (1 and 4 are its norms, 2 and 5 its ReLUs).
       width = 2 * self.stem_width
       first = 3 * (self.stem_width // 4) if self.stem == "deep_tiered" else self.stem_width
       x = conv(first, (3, 3), 2, padding=_pad(3), name="conv1_0")(x)

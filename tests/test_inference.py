@@ -28,7 +28,11 @@ def _random_stats(variables, seed=0):
     ("resnext50_32x4d", dict(stage_sizes=(1, 1, 1, 1))),
     ("resnet50", dict(stage_sizes=(1, 1, 2, 1), replace_stride_with_dilation=(False, True, True))),
     ("resnet20", {}),
-], ids=["resnet18", "resnext50-short", "resnet50-dilated-short", "resnet20-optionA"])
+    ("resnet10t", dict(attn="se", aa="blur")),
+    ("resnetrs50", dict(stage_sizes=(1, 1, 1, 1))),
+    ("ecaresnet26t", dict(stage_sizes=(1, 1, 1, 1))),
+], ids=["resnet18", "resnext50-short", "resnet50-dilated-short", "resnet20-optionA",
+        "timm-resnet10t-se-blur", "timm-resnetrs50-short", "timm-ecaresnet26t-short"])
 def test_folded_model_matches_eval_mode(name, overrides):
   model = models.get_model(name, **overrides)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
@@ -39,6 +43,11 @@ def test_folded_model_matches_eval_mode(name, overrides):
   got = jax.jit(folded_model.apply)(folded_vars, x)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
   assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_a_pre_activation_resnet_is_refused():
+  with pytest.raises(ValueError, match="only a models.ResNet can be folded, not a ResNetV2"):
+    fold_batchnorm(models.get_model("resnetv2_18"), {})
 
 
 def test_folded_parameter_tree_matches_the_folded_model():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import convert, models
+from resnet_jax import convert, convert_timm, models, timm_models
 from resnet_jax.complexity import complexity
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -39,7 +39,8 @@ def _tv_weights(torchvision, arch):
 def test_registry_names():
   expected = set(TORCHVISION_ARCHS) | set(PAPER_CIFAR_PARAMS) | {
       "resnet18_cifar", "plain18", "plain34", "plain20", "plain32", "plain44", "plain56", "plain110"}
-  assert set(models.list_models()) == expected
+  # timm's names (tests/test_timm_models.py) are the rest.
+  assert set(models.list_models()) == expected | set(timm_models.timm_names())
   assert models.list_models() == sorted(models.list_models())
 
 
@@ -97,7 +98,8 @@ def _sweep_model(name):
   return models.get_model(name, num_classes=7, **overrides)
 
 
-@pytest.mark.parametrize("name", models.list_models())
+# timm's ~100 names are options of the same modules: tests/test_timm_models.py trains one per option.
+@pytest.mark.parametrize("name", [n for n in models.list_models() if n not in convert_timm.TIMM_ONLY])
 def test_every_model_trains_and_evaluates(name):
   model = _sweep_model(name)
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))

@@ -44,11 +44,15 @@ def test_every_timm_resnet_name_is_registered_or_left_out(timm):
   assert set(timm_names()) <= set(resnet_jax.list_models())
 
 
-def test_shared_names_are_torchvisions_own_entries():
-  # timm's resnet50 is torchvision's key for key: one definition serves both names.
-  for name in SAME_AS_TORCHVISION:
-    assert name not in TIMM_RESNETS
-    assert get_model(name).stem == "imagenet" and not get_model(name).avg_down
+@pytest.mark.parametrize("name", SAME_AS_TORCHVISION)
+def test_shared_names_are_torchvisions_own_entries(name, timm):
+  # timm's resnet50 is torchvision's key for key: one definition serves both names, and timm's
+  # files convert through torchvision's key map and inference.
+  assert name not in TIMM_RESNETS and name in convert.TORCHVISION_ARCHS
+  keys = _timm_meta(name)[1]
+  assert {k: s for k, (_, s) in convert.torchvision_layout(name, 1000).items()} == keys
+  shaped = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}  # shapes, no memory
+  assert convert.infer_arch(shaped) == convert.Inferred(name, 1000)
 
 
 @pytest.mark.parametrize("name", timm_names())
@@ -60,7 +64,7 @@ def test_params_equal_timm_and_the_name_is_inferred(name, timm):
   # Names whose state_dicts are indistinguishable (anti-aliasing has no weights) must be refused
   # together; every other name inferred.
   same = sorted(n for n in timm_names() if _timm_meta(n)[1] == keys)
-  state = {k: np.zeros(s, np.float32) for k, s in keys.items()}
+  state = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}  # shapes, no memory
   if same == [name]:
     assert convert_timm.infer_timm_arch(state) == convert.Inferred(name, 1000)
   else:
@@ -151,6 +155,34 @@ def test_parity_with_timm(name, part, overrides, torch):
   _check_train_mode(timm_model, reference.double(), x, train_logits, updated, to_state)
 
 
+# Every layer of the parts above, combined to keep the count of (slow, unjitted) gradients small.
+TRAIN = {"resnet10t": dict(attn="se", aa="blur"), "resnet50_gn": dict(attn="eca", aa="avg"),
+         "resnetrs50": {}, "senet154": {}, "resnetv2_18d": {}, "resnetv2_50x1_bit": {}}
+
+
+@pytest.mark.parametrize("name", TRAIN)
+def test_one_train_step_gives_finite_gradients(name):
+  """A train step (one block per stage, drop path and dropout on): every parameter gets a finite
+  gradient, and every running statistic moves."""
+  model = get_model(name, num_classes=5, stage_sizes=(1, 1, 1, 1), drop_path_rate=0.1, drop_rate=0.1,
+                    **TRAIN[name])
+  x = _images(size=32)
+  variables = model.init(jax.random.key(0), x)
+
+  def loss(params):
+    logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                  mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+    return (logits ** 2).mean(), updates
+
+  grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+  if "batch_stats" in variables:
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), updates["batch_stats"],
+                         variables["batch_stats"])
+    assert all(jax.tree.leaves(moved))
+
+
 def test_drop_path_and_dropout_follow_timms_rules():
   model = get_model("resnet18d", drop_path_rate=0.2, drop_rate=0.5, num_classes=4)
   x = _images(size=32)
@@ -213,3 +245,56 @@ def test_convert_command_takes_a_timm_name(torch, tmp_path, capsys):
   variables, spec = checkpoints.load_variables(str(tmp_path / "out"))
   assert spec.arch == "resnet10t"
   chex.assert_trees_all_equal(variables, convert_timm.from_timm(timm_model), strict=True)
+
+
+def test_readme_counts_every_registered_name_and_the_left_out_ones():
+  import os
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "README.md")).read()
+  assert f"`resnet_jax.list_models()` holds {len(resnet_jax.list_models())} names" in readme
+  for name in list(LEFT_OUT) + [n for n in timm_names() if n not in SAME_AS_TORCHVISION]:
+    assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetv2_18d"])
+def test_a_new_head_fits_the_model(name):
+  model = get_model(name, num_classes=3)
+  x = _images(size=32)
+  variables = jax.tree.map(np.asarray, get_model(name, num_classes=0).init(jax.random.key(0), x))
+  new = convert.replace_head(variables, name, 3)
+  assert convert.variables_classes(new) == 3
+  assert model.apply(new, x).shape == (2, 3)
+  assert convert.variables_classes(convert.replace_head(new, name, 0)) is None
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetaa34d", "resnetblur18", "resnetv2_18d",
+                                  "resnetv2_50x1_bit"])
+def test_odd_sizes_pool_as_timm(name, torch):
+  """At 45 px every stage has odd sizes: average-pool shortcuts keep the partial window (ceil mode,
+  averaged over the pixels it holds), anti-aliasing's 2x2 pool drops it, blur pads by reflection,
+  the stem pools pad as timm's."""
+  overrides = ONE if name in ("resnetaa34d", "resnetv2_50x1_bit") else {}
+  timm_model = _timm_model(name, seed=9, **overrides)
+  model = get_model(name, **({"stage_sizes": (1, 1, 1, 1)} if overrides else {}))
+  x = _images(seed=3, size=45)
+  variables = convert_timm.from_timm(timm_model, name, model=model)
+  if name == "resnetaa34d":
+    # timm's 2x2 anti-aliasing pool floors odd sizes where the shortcut's ceils them: in timm
+    # as here, the two branches then differ in size and cannot be added.
+    with pytest.raises(RuntimeError, match="must match the size"):
+      verify.run_torchvision(timm_model, x)
+    with pytest.raises(TypeError, match="incompatible shapes"):
+      model.apply(variables, x)
+    return
+  _assert_close(model.apply(variables, x), verify.run_torchvision(timm_model, x))
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "resnetv2_18d"])
+def test_headless_weights_convert_to_a_headless_model(name, torch):
+  timm_model = _timm_model(name, seed=11, num_classes=0)
+  assert convert_timm.infer_timm_arch(timm_model.state_dict()) == convert.Inferred(name, None)
+  variables = convert_timm.from_timm(timm_model)
+  assert convert.variables_classes(variables) is None
+  x = _images(seed=4, size=32)
+  _assert_close(get_model(name, num_classes=0).apply(variables, x), verify.run_torchvision(timm_model, x))
+  assert set(convert_timm.to_timm(variables, name, as_numpy=True)) == set(timm_model.state_dict())
