@@ -284,8 +284,14 @@ def torchvision_augment(image: np.ndarray, rng: np.random.Generator, size: int,
                         exact: bool = False) -> np.ndarray:
   """RandomResizedCrop(size) + RandomHorizontalFlip, drawn as torchvision draws them; `exact`: its
   PIL path's bytes, else within the PSNR of `image_ops.resize_box`."""
-  out = random_resized_crop(image, rng, size, exact=exact)
-  return image_ops.hflip(out) if rng.random() < 0.5 else out  # image_ops.random_hflip's draw.
+  top, left, ch, cw = random_resized_crop_box(*image.shape[:2], rng)
+  # image_ops.random_hflip's draw, before the resize (which draws nothing): the warp mirrors for free.
+  flip = rng.random() < 0.5
+  crop = image[top:top + ch, left:left + cw]
+  if exact:
+    out = image_ops.resize(crop, size, size)
+    return image_ops.hflip(out) if flip else out
+  return image_ops.resize_box(crop, None, size, size, flip=flip)
 
 
 def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, pad: int = 4):
@@ -376,21 +382,21 @@ def fast_random_resized_crop(data: bytes, rng: np.random.Generator, size: int,
   """`torchvision_augment` of a JPEG's bytes, decoded at 1/k where the crop allows (at full scale
   and resized by PIL with `exact`: torchvision's bytes)."""
   top, left, ch, cw = random_resized_crop_box(*jpeg.header_size(data), rng)
+  # image_ops.random_hflip's draw, before the resize (which draws nothing): the warp mirrors for free.
+  flip = rng.random() < 0.5
   if exact:
     out = jpeg.region_image(data, 1, top, left, ch, cw).resize((size, size), Image.BILINEAR)
-  else:
-    k = _dct_scale(ch, cw, size)
-    # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
-    # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
-    # is read. At k = 1 that is the crop itself.
-    y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
-    iy0, ix0 = int(y0), int(x0)
-    covering = jpeg.region_pixels(data, k, iy0, ix0, math.ceil(y1) - iy0, math.ceil(x1) - ix0)
-    out = image_ops.resize_box(covering, (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), size, size)
-  # image_ops.random_hflip's draw; the flipped copy is contiguous, as the batch is stacked from it.
-  if rng.random() < 0.5:
-    return np.ascontiguousarray(np.asarray(out)[:, ::-1])
-  return np.asarray(out)
+    # Flipped by PIL, so that the batch is stacked from contiguous arrays.
+    return np.asarray(out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out)
+  k = _dct_scale(ch, cw, size)
+  # The crop's edges may fall inside decoded pixels: keep the decoded pixels that cover the crop,
+  # then resize the fractional box within them, so that (as torchvision's crop) nothing outside
+  # is read. At k = 1 that is the crop itself.
+  y0, x0, y1, x1 = top / k, left / k, (top + ch) / k, (left + cw) / k
+  iy0, ix0 = int(y0), int(x0)
+  covering = jpeg.region_pixels(data, k, iy0, ix0, math.ceil(y1) - iy0, math.ceil(x1) - ix0)
+  return image_ops.resize_box(covering, (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0), size, size,
+                              flip=flip)
 
 
 def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int,
