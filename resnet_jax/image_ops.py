@@ -78,10 +78,11 @@ def _blur_kernel(variance: float) -> np.ndarray:
   return (g / g.sum()).astype(np.float32)
 
 
-def resize_box(image: np.ndarray, box: Optional[Sequence[float]], height: int, width: int) -> np.ndarray:
+def resize_box(image: np.ndarray, box: Optional[Sequence[float]], height: int, width: int,
+               flip: bool = False) -> np.ndarray:
   """Bilinear resize of the fractional `box` (left, top, right, bottom; None: all) of an HWC uint8 image
   to height x width, close to PIL's antialiased bilinear and several times faster (OpenCV; BENCHMARKS.md):
-  training's resize.
+  training's resize. `flip` mirrors the output, as `hflip` would, within the same warp (no copy).
 
   PIL shrinks by a factor f with a tent f input pixels wide (variance f^2/6); OpenCV's bilinear warp
   has a tent 1 pixel wide. The difference in variance is added by a blur before the warp: 3 taps up
@@ -93,7 +94,7 @@ def resize_box(image: np.ndarray, box: Optional[Sequence[float]], height: int, w
   cv2 = _cv2()
   h, w, channels = image.shape
   if channels > 4:  # OpenCV warps at most 4 channels at once.
-    return np.stack([resize_box(image[..., c:c + 1], box, height, width)[..., 0]
+    return np.stack([resize_box(image[..., c:c + 1], box, height, width, flip)[..., 0]
                      for c in range(channels)], axis=-1)
   left, top, right, bottom = (0.0, 0.0, float(w), float(h)) if box is None else box
   fx, fy = (right - left) / width, (bottom - top) / height  # Input pixels per output pixel.
@@ -116,6 +117,8 @@ def resize_box(image: np.ndarray, box: Optional[Sequence[float]], height: int, w
   sx, sy = fx / n, fy / n
   warp = np.array([[sx, 0.0, (left - x0) / n + 0.5 * sx - 0.5],
                    [0.0, sy, (top - y0) / n + 0.5 * sy - 0.5]])
+  if flip:  # Output column x samples where column width - 1 - x would.
+    warp[0] = (-sx, 0.0, warp[0, 2] + (width - 1) * sx)
   out = cv2.warpAffine(region, warp, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                        borderMode=cv2.BORDER_REPLICATE)
   return out.reshape(height, width, channels)  # OpenCV drops a single channel's axis.

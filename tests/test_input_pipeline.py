@@ -346,7 +346,8 @@ def test_paper_resize_is_close_to_the_exact_path():
 @pytest.mark.parametrize("factor", [0.3, 0.9, 1.0, 1.5, 1.99, 2.0, 2.7, 5.0, 11.3])
 def test_resize_box_follows_pils_antialiased_bilinear(factor):
   """At each shrink factor (below 1: upscaling), alone and per axis: `resize_box` of a photo's box
-  within the PSNR bounds of PIL's resize of the same box, and the same for 1, 3 and 5 channels."""
+  within the PSNR bounds of PIL's resize of the same box, mirrored on request, and the same for 1, 3
+  and 5 channels."""
   from skimage import data
   photo = data.astronaut()
   for out_h, out_w in ((40, 40), (40, 23)):
@@ -354,6 +355,9 @@ def test_resize_box_follows_pils_antialiased_bilinear(factor):
     want = np.asarray(Image.fromarray(photo).resize((out_w, out_h), Image.BILINEAR, box=box))
     got = image_ops.resize_box(photo, box, out_h, out_w)
     assert got.shape == (out_h, out_w, 3) and _psnr(got, want) >= 35, _psnr(got, want)
+    # Mirrored within the warp: the mirror image, but for OpenCV's 1/32-pixel rounding of positions.
+    flipped = image_ops.resize_box(photo, box, out_h, out_w, flip=True).astype(int)
+    assert np.abs(flipped - image_ops.hflip(got)).max() <= 2
   # Channels are resized independently: one channel, and five (beyond OpenCV's four), alike.
   one = image_ops.resize_box(photo[..., :1], box, out_h, out_w)
   five = image_ops.resize_box(np.concatenate([photo, photo[..., :2]], -1), box, out_h, out_w)
