@@ -4,7 +4,7 @@ The same as `resnet-jax train`, which also takes a recipe's name
 (`--config digits`). Any config key can be overridden, e.g. `--config.batch_size=128
 --config.parallelism=pmap`; an unknown key is an error. Restarting with the same workdir resumes from
 its latest checkpoint. The command line is parsed in resnet_jax/cli.py, the training is
-resnet_jax/train_lib.py's.
+resnet_jax/training/train_lib.py's.
 """
 
 import sys

@@ -99,7 +99,7 @@ def _train_size(dataset: str) -> int:
 
 def curves(workdir: str, steps_per_epoch: float) -> dict:
   """{'epoch', 'train_error', 'test_error'} (errors in %) at each evaluation of a finished run."""
-  from resnet_jax.metrics import read_metrics
+  from resnet_jax.training.metrics import read_metrics
   records = read_metrics(workdir)
   train, evaluation = records.get("train", {}), records.get("eval", {})
   out = {"epoch": [], "train_error": [], "test_error": []}
@@ -117,7 +117,7 @@ def curves(workdir: str, steps_per_epoch: float) -> dict:
 
 def run_all(dataset: str, models: Sequence[str], workdir: str, **recipe_kw) -> dict:
   """Trains (or resumes) each model; returns {model: curves}."""
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   results = {}
   for model in models:
     config = recipe(dataset, model, **recipe_kw)

@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from resnet_jax import image_ops, input_pipeline, jpeg, prepare
+from resnet_jax.data import image_ops, input_pipeline, jpeg, prepare
 
 KERNELS = "resnet_jax kernels alone: read, decode, crop-resize, flip (threads, no pipeline)"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",

@@ -31,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import image_ops, models, optim, train_lib
-from resnet_jax import steps as jax_steps
-from resnet_jax.inference import fold_batchnorm
+from resnet_jax import models
+from resnet_jax.data import image_ops
+from resnet_jax.training import optim, train_lib
+from resnet_jax.training import steps as jax_steps
+from resnet_jax.models.inference import fold_batchnorm
 
 MEAN, STD = image_ops.IMAGENET_MEAN_255, image_ops.IMAGENET_STD_255
 

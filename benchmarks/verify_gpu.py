@@ -35,7 +35,8 @@ def parse_args():
 
 def torch_model_and_transform(arch, weights_dir, seed):
   """torchvision model (V2 weights where found in weights_dir, else random) and its preprocessing."""
-  from resnet_jax import hub, transforms, verify
+  from resnet_jax.weights import hub, verify
+  from resnet_jax.data import transforms
   if weights_dir:
     for name in ("IMAGENET1K_V2", "IMAGENET1K_V1"):
       if (arch, name) in hub.WEIGHTS:
@@ -56,8 +57,8 @@ def main():
   import jax
   import jax.numpy as jnp
   import torch
-  from resnet_jax import convert, verify
-  from resnet_jax.models import get_model
+  from resnet_jax.weights import convert, verify
+  from resnet_jax.models.resnet import get_model
 
   archs = convert.TORCHVISION_ARCHS if args.archs == "all" else args.archs.split(",")
   try:

@@ -13,7 +13,8 @@ import re
 import sys
 from typing import Optional, Sequence
 
-from resnet_jax import protocols, verify
+from resnet_jax.data import protocols
+from resnet_jax.weights import verify
 
 
 class _Error(Exception):
@@ -94,7 +95,7 @@ def error_line(error: BaseException) -> str:
 def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional[str],
                               ema: bool = False):
   """(state_dict as numpy, arch, transform, path) for a weights name, path or URL."""
-  from resnet_jax import convert, hub
+  from resnet_jax.weights import convert, hub
   path, transform = hub.resolve(arch, weights, cache)
   state = convert.state_dict_of(path, ema)
   if arch is None:
@@ -106,13 +107,14 @@ def _load_torchvision_weights(arch: Optional[str], weights: str, cache: Optional
 
 def _converted(args):
   """(variables, ModelSpec) of the weights named by `args` (--arch, --weights, --cache)."""
-  from resnet_jax import hub
+  from resnet_jax.weights import hub
   return hub.load_weights(args.arch, args.weights, args.cache, allow_nonfinite=args.allow_nonfinite,
                           ema=args.ema, revision=args.revision)
 
 
 def cmd_convert(args) -> int:
-  from resnet_jax import checkpoints, convert
+  from resnet_jax.training import checkpoints
+  from resnet_jax.weights import convert
   if os.path.exists(os.path.join(args.out, checkpoints.VARIABLES)):
     raise _Error(f"{args.out} already holds a checkpoint; choose a new directory")
   variables, spec = _converted(args)
@@ -130,7 +132,8 @@ def cmd_convert(args) -> int:
 
 def _torchvision_for_verify(args):
   """(torchvision model holding the weights, arch, transform) for `verify`."""
-  from resnet_jax import convert, transforms
+  from resnet_jax.weights import convert
+  from resnet_jax.data import transforms
   if args.weights == "random":
     if args.arch is None:
       raise _Error("--weights random needs --arch")
@@ -151,7 +154,8 @@ def _torchvision_for_verify(args):
 def _torchvision_of_directory(args):
   """`_torchvision_for_verify` of a directory written by `convert --out` or training: its variables
   go back into torchvision's model, which the converted model must then follow."""
-  from resnet_jax import checkpoints, convert
+  from resnet_jax.training import checkpoints
+  from resnet_jax.weights import convert
   variables, spec = checkpoints.load_variables(args.weights, ema=args.ema)
   if args.arch is not None and args.arch != spec.arch:
     raise _Error(f"{args.weights} holds a {spec.arch}, not a {args.arch}")
@@ -166,7 +170,7 @@ def _torchvision_of_directory(args):
 def _torchvision_holding(arch: str, state: dict):
   """torchvision's `arch` with the numpy `state` loaded (strict), headless without an `fc`."""
   import torch
-  from resnet_jax import convert
+  from resnet_jax.weights import convert
   num_classes = convert.state_dict_classes(state)
   model = verify.torchvision_model(arch, num_classes=num_classes or 1000)
   if num_classes is None:
@@ -178,8 +182,8 @@ def _torchvision_holding(arch: str, state: dict):
 def cmd_verify(args) -> int:
   import jax
   import jax.numpy as jnp
-  from resnet_jax import convert
-  from resnet_jax.models import get_model
+  from resnet_jax.weights import convert
+  from resnet_jax.models.resnet import get_model
   torch_model, arch, transform = _torchvision_for_verify(args)
   variables = convert.from_torchvision(torch_model, arch, allow_nonfinite=args.allow_nonfinite)
   model = get_model(arch, num_classes=convert.variables_classes(variables),
@@ -204,7 +208,7 @@ def cmd_verify(args) -> int:
 
 def _model_for_predict(args):
   """(variables, ModelSpec) of a checkpoint directory or of torchvision weights."""
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   if os.path.isdir(args.weights):
     variables, spec = checkpoints.load_variables(args.weights, ema=args.ema)
     if args.arch is not None and args.arch != spec.arch:
@@ -239,7 +243,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-  from resnet_jax import checkpoints, convert
+  from resnet_jax.training import checkpoints
+  from resnet_jax.weights import convert
   convert.check_export_path(args.out)  # before reading the checkpoint
   variables, spec = checkpoints.load_variables(args.checkpoint, ema=args.ema)
   if args.arch is not None and args.arch != spec.arch:
@@ -256,7 +261,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_plot(args) -> int:
-  from resnet_jax.plot import plot_workdir
+  from resnet_jax.training.plot import plot_workdir
   written = plot_workdir(args.workdir, args.out, error_scale=args.error_scale)
   if written:
     print(f"wrote {written}")
@@ -312,8 +317,9 @@ def _train(parser: argparse.ArgumentParser, args, overrides: Sequence[str], debu
   """Trains as parsed; prints the final evaluation on stdout, the progress on stderr. Returns the
   exit status: user errors are one line on stderr and status 2."""
   from absl import logging as absl_logging
-  from resnet_jax import configs, logs, train_lib
-  from resnet_jax.metrics import describe_evaluation
+  from resnet_jax import configs
+  from resnet_jax.training import logs, train_lib
+  from resnet_jax.training.metrics import describe_evaluation
   # Our own progress messages; Orbax's and JAX's INFO logs would bury them.
   absl_logging.set_verbosity(absl_logging.WARNING)
   try:
@@ -347,7 +353,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-  from resnet_jax import evaluate
+  from resnet_jax.training import evaluate
   result = evaluate.evaluate(
       args.checkpoint, args.dataset, args.protocol, split=args.split, data_dir=args.data_dir,
       average=args.average, mean=args.mean, std=args.std, image_size=args.image_size,
@@ -362,7 +368,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-  from resnet_jax import prepare
+  from resnet_jax.data import prepare
   if args.tfds_splits:
     items = prepare.tfds_items(args.source, args.tfds_splits.split(","), args.data_dir)
     source = f"tfds:{args.source}:{args.tfds_splits}"
@@ -403,7 +409,7 @@ def _prepare_parser(sub) -> None:
 def _evaluate_parser(sub) -> None:
   p = sub.add_parser("evaluate", help="error rates of a checkpoint under the paper's test protocols",
                      description="A checkpoint's top-1/top-5 error under the paper's testing "
-                                 "protocols (resnet_jax/evaluate.py).")
+                                 "protocols (resnet_jax/training/evaluate.py).")
   p.add_argument("--checkpoint", required=True,
                  help="converted model directory (resnet-jax convert --out), training workdir, or "
                       "timm's weights name (resnet50.a1_in1k, fetched from the Hugging Face Hub)")
@@ -538,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  from resnet_jax import logs
+  from resnet_jax.training import logs
   parser = build_parser()
   # Left unrecognised: train's --config.KEY=VALUE overrides, an error for any other command.
   args, args.overrides = parser.parse_known_args(argv)

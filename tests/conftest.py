@@ -144,7 +144,7 @@ def digits_config_file():
 def digits_workdir(tmp_path_factory):
   """The digits recipe's model shape (1 input channel, 16 px) trained for 2 steps. Read-only for tests."""
   import ml_collections
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   config = _tiny_run_config(source="digits", train_split="train", eval_split="test", image_size=16,
                             eval_crop_fraction=1.0, mean=(84.0,), std=(105.0,))
   config.model_overrides = ml_collections.ConfigDict({"stage_sizes": (1, 1, 1), "in_channels": 1})
@@ -162,7 +162,7 @@ def folder_run(tmp_path_factory):
   evaluation resize of 20 (crop fraction 0.8). The 'val' split lacks the class 'bee'."""
   import numpy as np
   from PIL import Image
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   root = tmp_path_factory.mktemp("folder_data")
   rng = np.random.default_rng(0)
   for split, classes, count in (("train", FOLDER_CLASSES, 4), ("val", ("ant", "cat"), 2)):

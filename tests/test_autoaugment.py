@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from resnet_jax import autoaugment, image_ops
+from resnet_jax.data import autoaugment, image_ops
 from resnet_jax._torchvision import import_torchvision
 
 import_torchvision()  # The CPU torch here cannot load torchvision's CUDA extension; this lets it import.
@@ -182,7 +182,7 @@ def test_train_policy():
 def test_policy_in_the_pipeline_is_the_same_on_any_process_count():
   # Per-example generators from Grain: two processes' batches together are one process's batch,
   # pixel for pixel, so a restarted or re-sharded run sees the same augmented images.
-  from resnet_jax import input_pipeline as ip
+  from resnet_jax.data import input_pipeline as ip
   policy = autoaugment.train_policy("ta_wide", random_erase=0.5, erase_value=(84.0,))
   kw = dict(global_batch_size=8, image_size=16, augment="none", seed=3, extra_augment=policy)
   source = ip.digits("train")

@@ -14,9 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import cli, convert, verify
-from resnet_jax.convert import CheckpointError
-from resnet_jax.models import get_model
+from resnet_jax import cli
+from resnet_jax.weights import convert, verify
+from resnet_jax.weights.convert import CheckpointError
+from resnet_jax.models.resnet import get_model
 
 NUM_CLASSES = 10
 # How each prefix arises: DataParallel/DDP ('module.'), torch.compile ('_orig_mod.'), both in
@@ -178,7 +179,7 @@ def test_other_objects_are_refused_naming_the_global(torch, trained, tmp_path, z
 
 def test_cli_ema_choice_and_errors(capsys, torch, trained, tmp_path):
   path, ema_module = _write(torch, trained, "torchvision_train_ema", "module.", str(tmp_path))
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   for flag, expected in (((), trained[1]), (("--ema",), ema_module)):
     out = str(tmp_path / f"converted{''.join(flag)}")
     assert cli.main(["convert", "--weights", path, "--out", out, *flag]) == 0
@@ -198,7 +199,7 @@ def test_cli_ema_choice_and_errors(capsys, torch, trained, tmp_path):
 # Commands on each other's output: export -> convert, convert -> verify.
 
 def _spec(name):
-  from resnet_jax.spec import ModelSpec
+  from resnet_jax.weights.spec import ModelSpec
   if name == "digits_1ch_16px":  # the digits recipe's shape: grey, 16 px, its own statistics
     return ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
                      image_size=16, resize_size=16, mean_255=(84.0,), std_255=(105.0,),
@@ -223,7 +224,7 @@ def _random_variables(spec, seed=0):
 @pytest.mark.parametrize("suffix", (".pth", ".safetensors"))
 @pytest.mark.parametrize("name", ("digits_1ch_16px", "rgb_16px", "torchvision_resnet18"))
 def test_export_converts_back_with_its_spec(capsys, torch, tmp_path, name, suffix):
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   spec = _spec(name)
   variables = _random_variables(spec)
   checkpoints.save_variables(str(tmp_path / "model"), variables, spec)
@@ -240,7 +241,7 @@ def test_export_converts_back_with_its_spec(capsys, torch, tmp_path, name, suffi
 
 
 def test_export_files_follow_the_umask(capsys, torch, tmp_path):
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   spec = _spec("digits_1ch_16px")
   checkpoints.save_variables(str(tmp_path / "model"), _random_variables(spec), spec)
   for umask in (0o022, 0o077, 0o002):
@@ -259,7 +260,7 @@ def test_export_files_follow_the_umask(capsys, torch, tmp_path):
     ("out.npz", "unknown format"), ("out", "unknown format"),
     ("missing/out.pth", "no folder"), ("exists.safetensors", "exists")])
 def test_export_refuses_in_one_line_and_writes_nothing(capsys, tmp_path, digest, out, fragment):
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   spec = _spec("digits_1ch_16px")
   checkpoints.save_variables(str(tmp_path / "model"), _random_variables(spec), spec)
   (tmp_path / "exists.safetensors").write_bytes(b"mine")
@@ -283,7 +284,7 @@ def test_verify_reads_a_converted_directory(capsys, torch, trained, tmp_path):
     assert "PASS" in capsys.readouterr().out
   assert cli.main(["verify", "--weights", path, "--ema", *small]) == 0  # the file itself
   assert "PASS" in capsys.readouterr().out
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   spec = _spec("digits_1ch_16px")
   checkpoints.save_variables(str(tmp_path / "digits"), _random_variables(spec), spec)
   code = cli.main(["verify", "--weights", str(tmp_path / "digits"), *small])

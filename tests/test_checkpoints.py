@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.checkpoints: model variables, training checkpoints, damaged and partial steps."""
+"""Tests of resnet_jax.training.checkpoints: model variables, training checkpoints, damaged and partial steps."""
 
 import json
 import os
@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import checkpoints, models, train_lib
-from resnet_jax.input_pipeline import DeviceIterator, InMemorySource, train_dataset
-from resnet_jax.spec import ModelSpec
+from resnet_jax import models
+from resnet_jax.training import checkpoints, train_lib
+from resnet_jax.data.input_pipeline import DeviceIterator, InMemorySource, train_dataset
+from resnet_jax.weights.spec import ModelSpec
 
 SPEC = ModelSpec("resnet20", 10, in_channels=1, model_overrides={"stage_sizes": [1, 1, 1]},
                  image_size=8, resize_size=8, mean_255=(84.0,), std_255=(105.0,))
@@ -293,7 +294,7 @@ def test_a_checkpoint_from_before_sealed_positions_still_resumes(tmp_path):
 def test_a_spec_and_the_first_metadata_compare_field_by_field():
   """Workdirs written before training recorded a ModelSpec resume under one that does (and the
   other way round) when they describe the same model; a difference is named."""
-  from resnet_jax import spec
+  from resnet_jax.weights import spec
   legacy = {"arch": "resnet20", "num_classes": 10, "image_size": 16, "mean": [84.0], "std": [105.0],
             "model_overrides": {"in_channels": 1, "stage_sizes": [1, 1, 1]}}
   described = {"spec": spec.ModelSpec(
@@ -313,7 +314,7 @@ READERS = r"""
 import json, os, sys, threading
 import jax
 import numpy as np
-from resnet_jax import checkpoints
+from resnet_jax.training import checkpoints
 workdir, stop = sys.argv[1], sys.argv[2]
 lock = threading.Lock()
 

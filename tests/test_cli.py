@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import checkpoints, cli, convert, input_pipeline, transforms, verify
+from resnet_jax import cli
+from resnet_jax.training import checkpoints
+from resnet_jax.weights import convert, verify
+from resnet_jax.data import input_pipeline, transforms
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +166,16 @@ def test_errors_are_one_line_and_exit_2(capsys, resnet18, torch, tmp_path):
 
 def test_plot_delegates_to_the_plot_module(capsys, monkeypatch, tmp_path):
   calls = []
-  fake = types.ModuleType("resnet_jax.plot")
+  fake = types.ModuleType("resnet_jax.training.plot")
   fake.plot_workdir = lambda workdir, out, error_scale: calls.append((workdir, out, error_scale)) or out
-  monkeypatch.setitem(sys.modules, "resnet_jax.plot", fake)
+  monkeypatch.setitem(sys.modules, "resnet_jax.training.plot", fake)
   code, out, _ = _run(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "curves.png"))
   assert code == 0 and calls == [(str(tmp_path), str(tmp_path / "curves.png"), "log")]
   assert "curves.png" in out
 
 
 def test_evaluate_passes_typed_arguments_to_the_library(capsys, monkeypatch):
-  from resnet_jax import evaluate
+  from resnet_jax.training import evaluate
   calls = []
   def fake(checkpoint, dataset, protocol, **kwargs):
     calls.append((checkpoint, dataset, protocol, kwargs))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from configs import default
-from resnet_jax import config_checks, train_lib
+from resnet_jax.training import config_checks, train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
@@ -156,7 +156,7 @@ BAD_VALUES = {
 
 def test_every_key_has_a_rule_and_a_bad_value():
   keys = set(config_checks.flat_keys(default.get_config()))
-  assert keys - set(config_checks.RULES) == set(), "add a rule to resnet_jax/config_checks.py RULES"
+  assert keys - set(config_checks.RULES) == set(), "add a rule to resnet_jax/training/config_checks.py RULES"
   assert set(config_checks.RULES) - keys == set(), "a rule for a key that configs/default.py lacks"
   assert keys <= set(BAD_VALUES), "add a refused value to BAD_VALUES"
 
@@ -194,7 +194,7 @@ def test_the_main_job_reaches_98_percent_on_held_out_digits(tmp_path):
                          f"--workdir={tmp_path}", "--config.progress_bar=False"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  from resnet_jax import metrics
+  from resnet_jax.training import metrics
   evals = metrics.read_metrics(str(tmp_path))["eval"]
   final = evals[max(evals)]
   assert final["count"] == 360  # every held-out digit, once
@@ -222,7 +222,7 @@ def _changed(value):
 def test_every_key_is_classified_once_for_resume():
   keys = set(config_checks.flat_keys(default.get_config()))
   table = config_checks.ON_RESUME
-  assert keys - set(table) == set(), "classify the key in resnet_jax/config_checks.py ON_RESUME"
+  assert keys - set(table) == set(), "classify the key in resnet_jax/training/config_checks.py ON_RESUME"
   assert set(table) - keys == set(), "a resume rule for a key that configs/default.py lacks"
   # A dict literal keeps the last of two equal keys without a word: count them in the source.
   source = ast.parse(open(os.path.join(ROOT, "resnet_jax", "config_checks.py")).read())
@@ -278,7 +278,7 @@ def test_resume_refuses_a_fixed_change_untouched_and_records_an_allowed_one(tmp_
   """The wiring, end to end: a changed batch size is one line through the CLI's error path and
   leaves the workdir byte for byte; a longer run with another logging cadence resumes, and
   config.json and config_changes.jsonl say what changed at which step."""
-  from resnet_jax import checkpoints, metrics
+  from resnet_jax.training import checkpoints, metrics
   workdir = str(tmp_path / "run")
   train_lib.train_and_evaluate(tiny_config(), workdir)  # 6 steps, checkpoints at 3 and 6.
   before = digest(workdir)

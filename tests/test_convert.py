@@ -10,9 +10,9 @@ import chex
 import numpy as np
 import pytest
 
-from resnet_jax import convert, verify
-from resnet_jax.convert import TORCHVISION_ARCHS, CheckpointError, ConversionError
-from resnet_jax.models import get_model
+from resnet_jax.weights import convert, verify
+from resnet_jax.weights.convert import TORCHVISION_ARCHS, CheckpointError, ConversionError
+from resnet_jax.models.resnet import get_model
 
 # Batch 2 at 64x64 leaves 2x2 final maps: every layer runs, in a fraction of 224px's time.
 BATCH, SIZE = 2, 64
@@ -277,7 +277,7 @@ sys.modules["torch"] = None
 sys.modules["torchvision"] = None
 import numpy as np
 import resnet_jax
-from resnet_jax import convert
+from resnet_jax.weights import convert
 variables = convert.from_torchvision({str(path)!r})
 np.savez({str(tmp_path / "out.npz")!r}, kernel=variables["params"]["conv1"]["kernel"],
          var=variables["batch_stats"]["layer4_1"]["bn2"]["var"])
@@ -290,7 +290,7 @@ np.savez({str(tmp_path / "out.npz")!r}, kernel=variables["params"]["conv1"]["ker
 
 
 def test_importing_resnet_jax_does_not_import_torch():
-  script = "import sys, resnet_jax, resnet_jax.convert, resnet_jax.hub, resnet_jax.transforms; " \
+  script = "import sys, resnet_jax, resnet_jax.weights.convert, resnet_jax.weights.hub, resnet_jax.data.transforms; " \
            "assert 'torch' not in sys.modules, 'torch was imported'"
   subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 

@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import cli, convert, convert_hf, verify
-from resnet_jax.models import get_model
+from resnet_jax import cli
+from resnet_jax.weights import convert, convert_hf, verify
+from resnet_jax.models.resnet import get_model
 
 BATCH, SIZE, RTOL = 2, 64, 1e-5
 # (arch, layer_type, depths): every zoo model transformers' ResNetConfig can express.
@@ -162,7 +163,7 @@ def test_cli_converts_a_transformers_file(torch, transformers, tmp_path, capsys,
   assert cli.main(["convert", "--weights", str(tmp_path / "hf" / filename),
                    "--out", str(tmp_path / "out")]) == 0
   assert "resnet18" in capsys.readouterr().out
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   variables, spec = checkpoints.load_variables(str(tmp_path / "out"))
   assert (spec.arch, spec.num_classes) == ("resnet18", 10)
   chex.assert_trees_all_equal(jax.tree.map(np.asarray, variables),
@@ -174,10 +175,10 @@ def test_cli_converts_a_transformers_file(torch, transformers, tmp_path, capsys,
 def test_a_transformers_directory_brings_its_preprocessing(torch, transformers, tmp_path):
   """microsoft/resnet-*'s processor (ConvNeXt's: crop_pct 0.875, bicubic) becomes the spec: resize
   256, bicubic, crop 224. transformers 5 resizes with torchvision's tensor kernel, which rounds
-  differently from PIL by at most one uint8 level (resnet_jax/transforms.py), so that is the margin."""
+  differently from PIL by at most one uint8 level (resnet_jax/data/transforms.py), so that is the margin."""
   from PIL import Image
   from skimage import data
-  from resnet_jax import hub
+  from resnet_jax.weights import hub
   hf = _randomised(transformers.ResNetForImageClassification(_config(transformers, "resnet18")),
                    torch, seed=5)
   hf.save_pretrained(tmp_path / "hf")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_jax import checkpoints, ema, sharding, steps, train_lib
+from resnet_jax.training import checkpoints, ema, sharding, steps, train_lib
 
 
 class ExponentialMovingAverage(torch.optim.swa_utils.AveragedModel):

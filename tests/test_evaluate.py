@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.evaluate: the three protocols on a tiny checkpoint against a slow reference."""
+"""Tests of resnet_jax.training.evaluate: the three protocols on a tiny checkpoint against a slow reference."""
 
 import functools
 
@@ -8,8 +8,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from resnet_jax import checkpoints, cli, evaluate, input_pipeline, models, protocols, steps
-from resnet_jax.spec import ModelSpec
+from resnet_jax import cli, models
+from resnet_jax.training import checkpoints, evaluate, steps
+from resnet_jax.data import input_pipeline, protocols
+from resnet_jax.weights.spec import ModelSpec
 
 # A 3-block CIFAR-style net on 8x8 one-channel digits: compiles and runs in a second.
 OVERRIDES = {"stage_sizes": [1, 1, 1], "in_channels": 1}
@@ -160,7 +162,7 @@ def test_center_uses_the_resize_recorded_with_converted_weights(checkpoint, sour
 def test_evaluate_reads_both_prepared_copies_and_defaults_to_validation(folder_run, tmp_path, capsys):
   """`prepare` copies of the run's data, folder and ArrayRecord, score alike and label as the source;
   the split defaults to 'validation', or to 'val' where the copy has no 'validation'."""
-  from resnet_jax import prepare
+  from resnet_jax.data import prepare
   workdir, root = folder_run
   original = evaluate.evaluate(workdir, "folder", split="val", data_dir=root, per_device_batch=1)
   results = {}

@@ -6,8 +6,9 @@ import os
 import chex
 import pytest
 
-from resnet_jax import convert, hub, verify
-from resnet_jax.hub import DownloadError
+import resnet_jax
+from resnet_jax.weights import convert, hub, verify
+from resnet_jax.weights.hub import DownloadError
 
 
 @pytest.fixture(autouse=True)
@@ -131,10 +132,10 @@ def test_local_file_and_end_to_end_parity(published, resnet18, torchvision, torc
 
 def test_pretrained_reads_a_workdir_s_spec(digits_workdir):
   """pretrained() on a training workdir: the model and preprocessing its ModelSpec records."""
-  from resnet_jax import checkpoints
-  model, variables, transform = hub.pretrained(None, digits_workdir)
+  from resnet_jax.training import checkpoints
+  model, variables, transform = resnet_jax.pretrained(None, digits_workdir)
   _, spec = checkpoints.load_variables(digits_workdir)
   assert (model.in_channels, model.num_classes, tuple(model.stage_sizes)) == (1, 10, (1, 1, 1))
   assert transform == spec.transform() and transform.channels == 1 and transform.crop_size == 16
   with pytest.raises(ValueError, match="holds a resnet20, not a resnet50"):
-    hub.pretrained("resnet50", digits_workdir)
+    resnet_jax.pretrained("resnet50", digits_workdir)

@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import cli, convert, hub, hub_timm, transforms, verify
+import resnet_jax
+from resnet_jax import cli
+from resnet_jax.weights import convert, hub, hub_timm, verify
+from resnet_jax.data import transforms
 
 COMMITS = ("1" * 40, "2" * 40)  # the Hub names snapshots by their git commit
 
@@ -83,14 +86,14 @@ def test_pretrained_by_timm_name_feeds_the_model_as_timm_does(torch, timm, offli
   publish(offline_cache, model, "resnet18.a1_in1k")
   ours = hub.pretrained("resnet18.a1_in1k")
   cfg = model.pretrained_cfg
-  spec = hub.load_variables("resnet18.a1_in1k")[1]
+  spec = resnet_jax.load_variables("resnet18.a1_in1k")[1]
   assert (spec.arch, spec.num_classes) == ("resnet18", 5)
   assert spec.interpolation == cfg["interpolation"] == "bicubic"
   assert spec.image_size == cfg["input_size"][-1] == 224
   assert spec.resize_size == int(224 / cfg["crop_pct"]) == 235
   np.testing.assert_allclose(spec.mean_std(1.0)[0], cfg["mean"], rtol=1e-12)
   np.testing.assert_allclose(spec.mean_std(1.0)[1], cfg["std"], rtol=1e-12)
-  from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
+  from resnet_jax.data.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
   assert (spec.mean_255, spec.std_255) == (IMAGENET_MEAN_255, IMAGENET_STD_255)  # no init_from warning
   assert spec.source["kind"] == "timm" and spec.source["commit"] == COMMITS[0]
 
@@ -170,14 +173,14 @@ def test_cli_convert_predict_and_load_variables_take_timm_names(torch, timm, tmp
   env = dict(os.environ, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
   script = (
       "import sys, json\n"
-      "from resnet_jax import cli, hub\n"
+      "import resnet_jax\nfrom resnet_jax import cli\n"
       "assert cli.main(['convert', '--weights', 'timm/resnet18.a1_in1k', '--out', sys.argv[1]]) == 0\n"
       "assert cli.main(['predict', '--weights', 'resnet18.a1_in1k', sys.argv[2]]) == 0\n"
-      "print(json.dumps(hub.load_variables('resnet18.a1_in1k')[1].to_json()))\n")
+      "print(json.dumps(resnet_jax.load_variables('resnet18.a1_in1k')[1].to_json()))\n")
   run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out"), str(tmp_path / "cat.png")],
                        env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr
-  from resnet_jax import checkpoints
+  from resnet_jax.training import checkpoints
   variables, spec = checkpoints.load_variables(str(tmp_path / "out"))
   assert (spec.arch, spec.interpolation, spec.resize_size) == ("resnet18", "bicubic", 235)
   assert json.loads(run.stdout.strip().splitlines()[-1])["interpolation"] == "bicubic"
@@ -187,7 +190,7 @@ def test_cli_convert_predict_and_load_variables_take_timm_names(torch, timm, tmp
 
 def test_init_from_takes_a_timm_name(torch, timm, offline_cache):
   """--config.init_from=resnet18.a1_in1k: every weight but the classifier (another class count)."""
-  from resnet_jax import steps, train_lib
+  from resnet_jax.training import steps, train_lib
   model = _timm_model(timm, torch, "resnet18.a1_in1k", seed=6)
   publish(offline_cache, model, "resnet18.a1_in1k")
   # This run's state: another model's weights (zeros) and a head of 3 classes; no init to compile.
@@ -206,7 +209,8 @@ def test_evaluate_feeds_timms_weights_their_preprocessing(torch, timm, offline_c
   """`evaluate` on timm's name scores what the model gives on timm's own eval transform (bicubic,
   resize 235): its views are made with the spec's filter and resize, not torchvision's defaults."""
   from PIL import Image
-  from resnet_jax import evaluate, input_pipeline
+  from resnet_jax.training import evaluate
+  from resnet_jax.data import input_pipeline
   model = _timm_model(timm, torch, "resnet18.a1_in1k", seed=7)
   publish(offline_cache, model, "resnet18.a1_in1k")
   photos = np.stack([_photo(), _photo()[:, ::-1]])

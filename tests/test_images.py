@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import images, input_pipeline, transforms
+from resnet_jax.data import images, input_pipeline, transforms
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.inference: the folded model computes what the plain model computes in eval mode."""
+"""Tests of resnet_jax.models.inference: the folded model computes what the plain model computes in eval mode."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import models
-from resnet_jax.inference import fold_batchnorm
+from resnet_jax.models.inference import fold_batchnorm
 
 
 def _random_stats(variables, seed=0):

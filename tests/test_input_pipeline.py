@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.input_pipeline: sources (TFDS mock, image folder, digits), augmentation, sharding."""
+"""Tests of resnet_jax.data.input_pipeline: sources (TFDS mock, image folder, digits), augmentation, sharding."""
 
 import io
 import json
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import image_ops
-from resnet_jax import input_pipeline as ip
-from resnet_jax import train_lib
+from resnet_jax.data import image_ops
+from resnet_jax.data import input_pipeline as ip
+from resnet_jax.training import train_lib
 
 
 def _make_image_folder(root, classes=("cat", "dog"), per_class=5):
@@ -198,7 +198,7 @@ def test_paper_augmentation_and_ten_crop_feed_the_trainer():
 
 
 # ----------------------------------------------------------------------------------------------
-# Reduced-size JPEG decoding for training (resnet_jax.jpeg, FAST_AUGMENTATIONS).
+# Reduced-size JPEG decoding for training (resnet_jax.data.jpeg, FAST_AUGMENTATIONS).
 
 class _TorchDraws:
   """numpy Generator's `uniform`/`integers` answered from torch's global generator, drawn as
@@ -263,7 +263,7 @@ def _photo_jpegs():
 
 def test_jpeg_decoders_agree_at_every_dct_scale():
   """simplejpeg, OpenCV and Pillow's draft all run libjpeg-turbo's accurate IDCT: the same pixels."""
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   data = _photo_jpegs()["chelsea"]  # 451 x 300: odd width, so the reduced sizes round up.
   for k in (1, 2, 4, 8):
     want = jpeg.decode(data, k, "pillow")
@@ -366,7 +366,7 @@ def test_resize_box_follows_pils_antialiased_bilinear(factor):
 
 
 def _needs_libturbojpeg():
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   if jpeg.turbojpeg() is None:
     pytest.skip(f"region decoding needs libturbojpeg 3 (the turbojpeg wheel): {jpeg.turbojpeg_error()}")
   return jpeg.turbojpeg()
@@ -425,7 +425,7 @@ def _jpeg_variants():
 def test_region_decoding_gives_the_whole_decodes_pixels():
   """Every box of every kind of JPEG at every DCT scale: the region decoder's pixels inside the box
   are the whole decode's (libturbojpeg's and Pillow's), byte for byte, edges and corners included."""
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   decoder = _needs_libturbojpeg()
   rng = np.random.default_rng(0)
   for name, data in _jpeg_variants().items():
@@ -451,7 +451,7 @@ def test_region_decoding_gives_the_whole_decodes_pixels():
 def test_fast_augmentations_are_the_same_with_region_or_whole_decoding(augment, monkeypatch):
   """Decoding the crop's blocks alone changes no output pixel: 360 draws over six photos, at 224 px
   (mostly full-scale decodes) and 64 px (mostly reduced ones), against decoding whole images."""
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   _needs_libturbojpeg()
   fast = ip.FAST_AUGMENTATIONS[augment]
   photos = _photo_jpegs()
@@ -468,7 +468,7 @@ def test_region_decoding_on_many_threads_and_refusing_what_it_cannot_read():
   one-thread pixels. A CMYK file, one cut short (mid-scan, or only its end-of-image marker) and a
   box outside the image are each a ValueError, which sends the example to the source's decoding."""
   import concurrent.futures
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   decoder = _needs_libturbojpeg()
   variants = list(_jpeg_variants().values())
   jobs = [(data, k, (7 * i % 20, 11 * i % 30, 17, 23)) for i, data in enumerate(variants * 4)
@@ -545,7 +545,7 @@ def test_worker_processes_resume_exactly():
 def test_fast_decode_leaves_oversized_and_damaged_jpegs_to_the_source(tmp_path, monkeypatch):
   """A JPEG over Pillow's pixel limit, one whose data is damaged, or a CMYK one goes to the source's
   decoding (and its error), never through the fast path's decoder."""
-  from resnet_jax import jpeg
+  from resnet_jax.data import jpeg
   (tmp_path / "c").mkdir()
   Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "c" / "big.jpg")
   Image.fromarray(np.full((20, 20, 3), 9, np.uint8)).save(tmp_path / "c" / "cut.jpg")
@@ -584,7 +584,7 @@ def _folder_config(root, eval_split="val"):
 
 
 def test_a_validation_folder_missing_a_class_keeps_every_label(tmp_path):
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   root = str(tmp_path)
   _folder(root, "train", ("ant", "bee", "cat"))
   _folder(root, "val", ("ant", "cat"), count=2)
@@ -595,7 +595,7 @@ def test_a_validation_folder_missing_a_class_keeps_every_label(tmp_path):
 
 
 def test_an_unknown_or_single_class_is_a_one_line_error(tmp_path, digest):
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   root = str(tmp_path / "data")
   _folder(root, "train", ("ant", "bee"))
   _folder(root, "val", ("ant", "bee", "wasp"))

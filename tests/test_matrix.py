@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import checkpoints, cli, train_lib
+from resnet_jax import cli
+from resnet_jax.training import checkpoints, train_lib
 
 # The ImageNet classes the image folder uses, so that a converted 1000-class model's recorded class
 # names label it (the folder's classes are matched to the model's by name).
@@ -59,7 +60,7 @@ def folder(tmp_path_factory):
 def products(tmp_path_factory, torch, digits_workdir):
   """{producer: path} and {producer: reference variables}: what each producer wrote, and the
   variables it must hold (those of the model it was made from)."""
-  from resnet_jax import verify
+  from resnet_jax.weights import verify
   base = tmp_path_factory.mktemp("matrix")
   pth = str(base / "torchvision.pth")
   torch.save(verify.torchvision_model("resnet18", seed=3).state_dict(), pth)

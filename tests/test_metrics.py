@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.metrics and the loop's use of it: interval means, throughput, evaluation steps,
+"""Tests of resnet_jax.training.metrics and the loop's use of it: interval means, throughput, evaluation steps,
 each (split, step) written once, and TensorBoard events read back with TensorBoard's own reader."""
 
 import json
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from resnet_jax import logs, metrics, steps, train_lib
+from resnet_jax.training import logs, metrics, steps, train_lib
 
 
 def _records(workdir):

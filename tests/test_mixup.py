@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_jax import mixup, steps
+from resnet_jax.data import mixup
+from resnet_jax.training import steps
 from resnet_jax._torchvision import import_torchvision
 
 import_torchvision()
@@ -67,7 +68,7 @@ def test_cutmix_box_and_result_equal_torchvision():
 
 
 def test_mixed_targets_with_label_smoothing_give_torch_s_loss():
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   _, labels = _batch()
   rng = np.random.default_rng(2)
   logits = rng.normal(size=(N, CLASSES)).astype(np.float32)

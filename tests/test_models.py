@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import convert, convert_timm, models, timm_models
-from resnet_jax.complexity import complexity
+from resnet_jax import models
+from resnet_jax.weights import convert, convert_timm
+from resnet_jax.models.resnet import timm_models
+from resnet_jax.models.complexity import complexity
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                      "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")

@@ -9,7 +9,7 @@ import sys
 import chex
 import pytest
 
-from resnet_jax import checkpoints
+from resnet_jax.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = dict(steps=6, lr_boundaries=(4,), checkpoint_every=3)

@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from resnet_jax import optim
+from resnet_jax.training import optim
 
 WD, NORM_WD, BIAS_WD = 1e-2, 0.0, 0.5  # Three distinct values, so a wrong group shows.
 

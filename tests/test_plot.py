@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.plot's reading of metrics.jsonl: a torn last line (a run killed mid-write) is
+"""Tests of resnet_jax.training.plot's reading of metrics.jsonl: a torn last line (a run killed mid-write) is
 skipped with a warning naming it; any other bad line is an error naming the file and line."""
 
 import json
@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from resnet_jax import cli, metrics, plot
+from resnet_jax import cli
+from resnet_jax.training import metrics, plot
 
 RECORDS = [{"step": 1, "split": "train", "loss": 2.0}, {"step": 2, "split": "train", "loss": 1.5}]
 
@@ -19,7 +20,7 @@ def _write(workdir, text):
 def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
   lines = [json.dumps(r) for r in RECORDS]
   path = _write(tmp_path, "\n".join(lines) + "\n" + lines[1][:17])
-  with caplog.at_level(logging.WARNING, logger="resnet_jax.metrics"):
+  with caplog.at_level(logging.WARNING, logger="resnet_jax.training.metrics"):
     records = metrics.read_metrics(str(tmp_path))
   assert records == {"train": {1: RECORDS[0], 2: RECORDS[1]}}
   assert f"{path}:3: skipping the torn last line" in caplog.text

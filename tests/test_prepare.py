@@ -1,4 +1,4 @@
-"""Tests of `resnet-jax prepare` (resnet_jax/prepare.py): counts, sizes, unreadable files, resumption, TFDS."""
+"""Tests of `resnet-jax prepare` (resnet_jax/data/prepare.py): counts, sizes, unreadable files, resumption, TFDS."""
 
 import io
 import json
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import cli, input_pipeline, prepare
+from resnet_jax import cli
+from resnet_jax.data import input_pipeline, prepare
 
 
 def _jpeg(path, h, w, seed):
@@ -184,7 +185,7 @@ def test_array_record_copy_holds_what_the_folder_copy_holds(tmp_path, monkeypatc
 
 def test_training_reads_an_array_record_copy(tmp_path, tiny_config):
   """A short run on the prepared records, RGB and the fast JPEG path, as on an image folder."""
-  from resnet_jax import train_lib
+  from resnet_jax.training import train_lib
   _folder(tmp_path / "src")
   records = tmp_path / "records"
   prepare.prepare(prepare.folder_items(str(tmp_path / "src")), str(records), max_size=32,
@@ -264,7 +265,7 @@ def _expected(path, quality):
   """What the copy of `path` decodes to, made with PIL's own JPEG encoder from what training decodes
   (`images.load_image`): the file's own pixels for a JPEG (copied as is), else their JPEG at
   `quality`, greyscale for one-channel images."""
-  from resnet_jax import images
+  from resnet_jax.data import images
   with Image.open(path) as image:
     if image.format == "JPEG":
       return images.load_image(path)
@@ -284,7 +285,7 @@ def test_the_copy_holds_every_image_as_training_reads_it(tmp_path, capsys, forma
   of the pixels training decodes from the source, which holds 16-bit and float images to their
   scaled values (a clipped copy would be mostly white) and is within JPEG noise of them (checked
   too, so that the reference itself cannot drift)."""
-  from resnet_jax import images
+  from resnet_jax.data import images
   from resnet_jax._torchvision import import_torchvision
   datasets = import_torchvision().datasets
   src, out = tmp_path / "src", tmp_path / "out"

@@ -1,4 +1,4 @@
-"""Tests of the paper's augmentation, testing protocols and error rates (resnet_jax.protocols)."""
+"""Tests of the paper's augmentation, testing protocols and error rates (resnet_jax.data.protocols)."""
 
 import functools
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import image_ops
-from resnet_jax import protocols as P
-from resnet_jax.models import get_model
+from resnet_jax.data import image_ops
+from resnet_jax.data import protocols as P
+from resnet_jax.models.resnet import get_model
 
 
 def position_image(height, width):

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import image_ops, input_pipeline, optim, sharding, steps, train_lib
+from resnet_jax.data import image_ops, input_pipeline
+from resnet_jax.training import optim, sharding, steps, train_lib
 
 
 def test_fixres_sizes_reach_the_batches(tiny_config):

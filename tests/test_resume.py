@@ -18,7 +18,7 @@ import time
 import chex
 import pytest
 
-from resnet_jax import checkpoints
+from resnet_jax.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 24, 4
@@ -193,7 +193,7 @@ def test_damaged_newest_step_and_a_stray_directory_then_resume(env, uninterrupte
 # a run that certainly holds the workdir while another starts.
 PAUSER = '''
 import os, runpy, sys, time
-from resnet_jax import train_lib
+from resnet_jax.training import train_lib
 original = train_lib.save_checkpoint
 
 def save_checkpoint(*args):

@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import config_checks, mixup, models, steps, train_lib
+from resnet_jax import models
+from resnet_jax.training import config_checks, steps, train_lib
+from resnet_jax.data import mixup
 from resnet_jax.configs import imagenet_resnet50_rsb_a1, imagenet_resnet50_rsb_a2, imagenet_resnet50_rsb_a3
 
 RECIPES = {"a1": imagenet_resnet50_rsb_a1, "a2": imagenet_resnet50_rsb_a2,

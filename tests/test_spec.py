@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import spec as spec_lib
-from resnet_jax import transforms
-from resnet_jax.spec import ModelSpec, SpecError
+from resnet_jax.weights import spec as spec_lib
+from resnet_jax.data import transforms
+from resnet_jax.weights.spec import ModelSpec, SpecError
 
 
 def _digits_spec(**changes):
@@ -118,7 +118,7 @@ def test_torchvision_spec_is_the_published_preprocessing(torchvision):
 def test_transform_feeds_a_grey_model_its_training_input():
   """A 1-channel spec's transform gives what training's center evaluation gives: the luma of an RGB
   image, resized and cropped as input_pipeline.resize_center_crop does, normalised on the 0-255 scale."""
-  from resnet_jax import input_pipeline
+  from resnet_jax.data import input_pipeline
   spec = _digits_spec(image_size=8, resize_size=10)
   rgb = np.random.default_rng(0).integers(0, 256, (13, 11, 3), np.uint8)
   grey = np.asarray(Image.fromarray(rgb).convert("L"))[..., None]

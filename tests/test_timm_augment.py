@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import autoaugment, timm_augment
+from resnet_jax.data import autoaugment, timm_augment
 
 FILL = (124, 116, 104)  # timm: round(255 * ImageNet's mean)
 LEVELS = (0.0, 3.3, 7.0, 10.0)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import resnet_jax
-from resnet_jax import convert, convert_timm, verify
-from resnet_jax.convert import ConversionError
-from resnet_jax.models import get_model
-from resnet_jax.timm_models import LEFT_OUT, SAME_AS_TORCHVISION, TIMM_RESNETS, timm_names
+from resnet_jax.weights import convert, convert_timm, verify
+from resnet_jax.weights.convert import ConversionError
+from resnet_jax.models.resnet import get_model
+from resnet_jax.models.timm_models import LEFT_OUT, SAME_AS_TORCHVISION, TIMM_RESNETS, timm_names
 
 from test_convert import _assert_close, _check_train_mode, _images
 
@@ -236,7 +236,8 @@ def test_misfitting_weights_list_keys_and_suggest_the_name(torch):
 
 
 def test_convert_command_takes_a_timm_name(torch, tmp_path, capsys):
-  from resnet_jax import checkpoints, cli
+  from resnet_jax import cli
+  from resnet_jax.training import checkpoints
   timm_model = _timm_model("resnet10t", seed=5)
   path = tmp_path / "r10t.pth"
   torch.save(timm_model.state_dict(), path)

@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.train_lib: schedules, optimizer, device layouts agreeing, evaluation, the loop."""
+"""Tests of resnet_jax.training.train_lib: schedules, optimizer, device layouts agreeing, evaluation, the loop."""
 
 import json
 import math
@@ -13,8 +13,9 @@ import optax
 import pytest
 
 from configs import default
-from resnet_jax import (checkpoints, image_ops, input_pipeline, models, optim, plot, sharding, steps,
-                        train_lib)
+from resnet_jax import models
+from resnet_jax.training import checkpoints, optim, plot, sharding, steps, train_lib
+from resnet_jax.data import image_ops, input_pipeline
 
 TINY = dict(stage_sizes=(1, 1, 1), in_channels=1)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_jax import image_ops, transforms
+from resnet_jax.data import image_ops, transforms
 
 skimage_data = pytest.importorskip("skimage.data")
 

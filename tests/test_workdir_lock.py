@@ -1,4 +1,4 @@
-"""Tests of resnet_jax.workdir_lock: one trainer per workdir, the holder named, no stale locks."""
+"""Tests of resnet_jax.training.workdir_lock: one trainer per workdir, the holder named, no stale locks."""
 
 import errno
 import json
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from resnet_jax import workdir_lock
+from resnet_jax.training import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def test_a_second_owner_is_refused_naming_the_holder(tmp_path):
 def test_a_dead_holders_record_is_no_lock(tmp_path):
   """SIGKILL releases the flock; the record it leaves names a dead pid and blocks nothing."""
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from resnet_jax import workdir_lock; "
+      [sys.executable, "-c", "import sys, time; from resnet_jax.training import workdir_lock; "
        f"workdir_lock.WorkdirLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
        "time.sleep(60)"],
       stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))

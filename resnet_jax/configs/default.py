@@ -9,7 +9,7 @@ recipe or on the command line (`--config.lerning_rate=...`), is an error. Run:
 
 import ml_collections
 
-from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
+from resnet_jax.data.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_split = "validation"
   config.image_size = 224
   config.augment = "torchvision"  # 'torchvision' (random-resized crop + flip), 'paper', 'cifar', 'none'.
-  # After `augment`, as torchvision's reference (resnet_jax/autoaugment.py): '' (none), 'ta_wide'
+  # After `augment`, as torchvision's reference (resnet_jax/data/autoaugment.py): '' (none), 'ta_wide'
   # (TrivialAugmentWide), 'rand_augment' (2 ops at bin ra_magnitude of 31) or 'augmix'.
   config.auto_augment = ""
   config.ra_magnitude = 9
@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_data_threads = 8  # Grain reader threads per process.
   # Training reads only the blocks of image-folder JPEGs around the drawn crop, at a DCT scale (1/2,
   # 1/4, 1/8) that leaves the crop at least 2x image_size pixels across; crops and flips are the
-  # exact path's (resnet_jax/jpeg.py). Evaluation always decodes in full.
+  # exact path's (resnet_jax/data/jpeg.py). Evaluation always decodes in full.
   config.fast_decode = True
   # Training's resize ('torchvision', 'paper'): False, OpenCV's (image_ops.resize_box: several times
   # faster, >= 40 dB median PSNR from torchvision's PIL bytes, README "Input speed"); True, PIL's,
@@ -81,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_factor = 0.0
   config.lr_end = 0.0  # 'poly': the rate reached at the last step...
   config.lr_power = 2.0  # ...as (1 - t / T) ** lr_power after the warm-up.
-  config.optimizer = "sgd"  # 'sgd', 'adamw', 'lars' or 'lamb' (resnet_jax/optim.py).
+  config.optimizer = "sgd"  # 'sgd', 'adamw', 'lars' or 'lamb' (resnet_jax/training/optim.py).
   config.momentum = 0.9
   config.nesterov = False
   config.weight_decay = 1e-4
@@ -97,11 +97,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.bce_target_threshold = -1.0  # 'bce': targets above it become 1, the others 0; < 0: none.
   config.drop_path_rate = 0.0  # Stochastic depth's rate (timm's drop_path_rate); 0: off.
   config.drop_rate = 0.0  # Dropout before the classifier (timm's drop_rate); 0: off.
-  # Batch-level MixUp / CutMix (resnet_jax/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
+  # Batch-level MixUp / CutMix (resnet_jax/data/mixup.py), Beta(alpha, alpha); 0 = off; both > 0: one of
   # the two per batch, as torchvision's reference.
   config.mixup_alpha = 0.0
   config.cutmix_alpha = 0.0
-  # An EMA of the weights and BatchNorm statistics (resnet_jax/ema.py), evaluated beside the model
+  # An EMA of the weights and BatchNorm statistics (resnet_jax/training/ema.py), evaluated beside the model
   # ('eval_ema' metrics) and saved with it; torchvision's flags and decay adjustment.
   config.model_ema = False
   config.model_ema_steps = 32

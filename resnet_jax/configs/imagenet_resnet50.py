@@ -2,7 +2,7 @@ r"""The paper's ImageNet recipe (He et al., 2016, sec. 3.4) for ResNet-50, on TF
 
 Batch 256, lr 0.1 divided by 10 at epochs 30 and 60, 90 epochs, weight decay 1e-4, momentum 0.9,
 random-resized crops and flips; evaluated on the 50k validation images (resize 256, center 224).
-Prepare imagenet2012 once (see resnet_jax/input_pipeline.py), then:
+Prepare imagenet2012 once (see resnet_jax/data/input_pipeline.py), then:
 
   python train.py --config configs/imagenet_resnet50.py --workdir runs/imagenet_resnet50 \
       --config.data_dir=~/tensorflow_datasets

@@ -21,7 +21,7 @@ Table 1 of the paper, setting by setting (A1 / A2 / A3 where they differ; `rsb_s
   Gradient Clip -                           clip_grad_norm = 0
   H. flip, RRC                              augment = "torchvision" (random-resized crop + flip)
   Rand Augment 7/0.5 / 7/0.5 / 6/0.5        auto_augment = "rand-m7-mstd0.5-inc1" ("rand-m6-..." for
-                                            A3): timm's RandAugment (resnet_jax/timm_augment.py), its
+                                            A3): timm's RandAugment (resnet_jax/data/timm_augment.py), its
                                             'random' bilinear/bicubic filter, the mean as fill
   Auto Augment, Erasing, ColorJitter, EMA -  auto-augment policies off, random_erase 0, model_ema off
   Mixup alpha 0.2 / 0.1 / 0.1               mixup_alpha

@@ -40,7 +40,7 @@ Flag by flag (and the defaults of its train.py that the command relies on):
 
 Known differences: torchvision steps its learning rate once per epoch, here every step (the same
 curve, without the staircase); its EMA counts model_ema_steps from each epoch's start, here from
-the start of training (resnet_jax/ema.py); RASampler trims each epoch to a multiple of 256 images.
+the start of training (resnet_jax/training/ema.py); RASampler trims each epoch to a multiple of 256 images.
 
   python train.py --config configs/imagenet_resnet50_tv2.py --workdir runs/imagenet_resnet50_tv2 \
       --config.data_dir=~/tensorflow_datasets

@@ -15,8 +15,8 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from resnet_jax.layers import DropPath, StdConv, avg_pool, make_divisible
-from resnet_jax.models import (BasicBlock, BatchNorm, Bottleneck, ModuleDef, ResNet, _pad,
+from resnet_jax.models.layers import DropPath, StdConv, avg_pool, make_divisible
+from resnet_jax.models.resnet import (BasicBlock, BatchNorm, Bottleneck, ModuleDef, ResNet, _pad,
                                conv_kernel_init, register_model)
 
 B, K = BasicBlock, Bottleneck

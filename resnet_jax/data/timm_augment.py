@@ -1,6 +1,6 @@
 """timm's RandAugment ('rand-m7-mstd0.5-inc1', "ResNet strikes back"), on the host, as timm applies it.
 
-timm's variant differs from torchvision's (resnet_jax/autoaugment.py) in every part: magnitudes on a
+timm's variant differs from torchvision's (resnet_jax/data/autoaugment.py) in every part: magnitudes on a
 0-10 scale (`m7` = 0.7 of each operation's range), each of the 2 chosen operations applied with
 probability 0.5, the magnitude drawn per operation from a normal of std `mstd` around `m` and clipped
 to [0, 10], the "increasing" operation set (`inc1`: posterize, solarize and the enhancements grow

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from resnet_jax.layers import ATTENTION, BlurPool, DropPath, avg_pool
+from resnet_jax.models.layers import ATTENTION, BlurPool, DropPath, avg_pool
 
 ModuleDef = Any
 Dtype = Any
@@ -267,7 +267,7 @@ class ResNet(nn.Module):
     replace_stride_with_dilation: for layer2..layer4, dilate instead of striding (segmentation).
     norm: 'batch' (BatchNorm with running statistics in `batch_stats`), 'group' (GroupNorm), or
       'folded' (inference only: every conv has a bias that holds its BatchNorm; see
-      `resnet_jax.inference.fold_batchnorm`).
+      `resnet_jax.models.inference.fold_batchnorm`).
     norm_groups: number of groups for `norm='group'`.
     dtype: compute dtype (e.g. bfloat16); parameters and norm statistics stay in `param_dtype`.
     axis_name: `pmap` axis over which BatchNorm statistics are synchronised.

@@ -16,8 +16,8 @@ import os
 import re
 from typing import Any, Optional
 
-from resnet_jax import convert
-from resnet_jax.spec import ModelSpec
+from resnet_jax.weights import convert
+from resnet_jax.weights.spec import ModelSpec
 
 ORG = "timm"
 _SAFETENSORS, _PICKLE = "model.safetensors", "pytorch_model.bin"
@@ -136,7 +136,7 @@ def spec_of(config: dict, num_classes: Optional[int], source: dict, where: str) 
   std = cfg.get("std", (0.229, 0.224, 0.225))
   names = config.get("label_names") or cfg.get("label_names") or ()
   if not names and num_classes == 1000:
-    from resnet_jax import transforms
+    from resnet_jax.data import transforms
     names = transforms.imagenet_classes()  # timm's in1k heads use torchvision's class order
   if names and len(names) != num_classes:
     names = ()
@@ -161,7 +161,8 @@ def load(name: str, revision: Optional[str] = None, *, arch: Optional[str] = Non
   Raises:
     HubError: the files cannot be fetched. ValueError: the weights are not for a model here.
   """
-  from resnet_jax import hub, models
+  from resnet_jax import models
+  from resnet_jax.weights import hub
   repo_id, revision = parse(name, revision)
   weights_path, config_path = download(repo_id, revision)
   config = read_config(config_path)

@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from resnet_jax import image_ops, images, input_pipeline
+from resnet_jax.data import image_ops, images, input_pipeline
 
 UNREADABLE = "unreadable.txt"
 RENAMED = "renamed.txt"
@@ -178,7 +178,7 @@ def tfds_items(name: str, splits: Sequence[str], data_dir: Optional[str] = None)
   examples come decoded, so reading the labels (for the folder names) decodes each image once more
   than a folder source does."""
   import tensorflow_datasets as tfds
-  from resnet_jax.input_pipeline import TfdsSource
+  from resnet_jax.data.input_pipeline import TfdsSource
   items, classes = [], {}
   names = list(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
   for split in splits:

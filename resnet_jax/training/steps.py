@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 from flax import serialization, struct
 
-from resnet_jax import image_ops, models, protocols
+from resnet_jax import models
+from resnet_jax.data import image_ops, protocols
 
 
 class TrainState(struct.PyTreeNode):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from resnet_jax.models import Bottleneck, dense_kernel_init, get_model
+from resnet_jax.models.resnet import Bottleneck, dense_kernel_init, get_model
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def read_checkpoint(path: str | os.PathLike, ema: bool = False):
 
 
 def _parse_spec(text: str, path: str):
-  from resnet_jax.spec import ModelSpec, SpecError
+  from resnet_jax.weights.spec import ModelSpec, SpecError
   try:
     return ModelSpec.from_json(json.loads(text), where=f"the model description in {path}")
   except (json.JSONDecodeError, TypeError, SpecError) as e:
@@ -396,7 +396,7 @@ def state_dict_of(source: Any, ema: bool = False) -> dict[str, np.ndarray]:
   """The flat numpy state_dict of a mapping (a state_dict or a training checkpoint), a torch module
   or a checkpoint path; with `ema`, the checkpoint's EMA weights (see `unwrap_state_dict`); under
   torchvision's keys when it is in transformers' layout (`convert_hf`)."""
-  from resnet_jax import convert_hf
+  from resnet_jax.weights import convert_hf
   if isinstance(source, (str, os.PathLike)):
     state = load_state_dict(source, ema)
   elif hasattr(source, "state_dict") and callable(source.state_dict):
@@ -541,7 +541,7 @@ def from_torchvision(source: Any, arch: Optional[str] = None, *, ema: bool = Fal
       a tensor is not floating point, or (unless `allow_nonfinite`) holds NaN or infinity.
     CheckpointError: `source` is a file that cannot be read as a checkpoint.
   """
-  from resnet_jax import convert_timm
+  from resnet_jax.weights import convert_timm
   state = state_dict_of(source, ema)
   if arch in convert_timm.TIMM_ONLY:  # timm's names that are not torchvision's use timm's keys
     return convert_timm.from_timm(state, arch, allow_nonfinite=allow_nonfinite, model=model)
@@ -587,7 +587,7 @@ def to_torchvision(variables: Mapping[str, Any], arch: Optional[str] = None, *,
   Returns:
     An ordered dict from torchvision key to tensor (or array).
   """
-  from resnet_jax import convert_timm
+  from resnet_jax.weights import convert_timm
   if arch in convert_timm.TIMM_ONLY:
     return convert_timm.to_timm(variables, arch, as_numpy=as_numpy, model=model)
   state = state_dict_from(variables, torch_key)
@@ -631,7 +631,7 @@ def replace_head(variables: Mapping[str, Any], arch: str, num_classes: Optional[
   The new `fc` is initialised as `models.ResNet` (and torch's nn.Linear) initialise theirs, for
   fine-tuning on another label set; a timm ResNetV2's 1x1-conv `head_fc` as timm does (N(0, 0.01), 0).
   """
-  from resnet_jax.timm_models import ResNetV2
+  from resnet_jax.models.timm_models import ResNetV2
   params = {k: v for k, v in variables["params"].items() if k not in ("fc", "head_fc")}
   if num_classes and isinstance(get_model(arch), ResNetV2):
     features = params["norm"]["scale"].shape[0]

@@ -18,11 +18,12 @@ import numpy as np
 import optax
 from flax import serialization, traverse_util
 
-from resnet_jax import (autoaugment, checkpoints, config_checks, ema, input_pipeline, mixup, models,
-                        optim, workdir_lock)
-from resnet_jax import logs, sharding, steps
-from resnet_jax.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
-from resnet_jax import spec as spec_lib
+from resnet_jax import models
+from resnet_jax.data import autoaugment, input_pipeline, mixup
+from resnet_jax.training import checkpoints, config_checks, ema, optim, workdir_lock
+from resnet_jax.training import logs, sharding, steps
+from resnet_jax.training.metrics import MetricWriter, Throughput, describe_evaluation, interval_means
+from resnet_jax.weights import spec as spec_lib
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def load_pretrained(state: steps.TrainState, directory: str,
   different input channel count is an error and a different normalisation a warning: the features
   were learnt on inputs normalised as the checkpoint's spec says.
   """
-  from resnet_jax import hub  # a directory, or timm's weights by name ('resnet50.a1_in1k')
-  variables, theirs_spec = hub.load_variables(directory)
+  # A directory, or timm's weights by name ('resnet50.a1_in1k').
+  variables, theirs_spec = checkpoints.load_model(directory)
   if expected is not None:
     _check_pretrained_input(theirs_spec, expected, directory)
   ours = {"params": state.params, "batch_stats": state.batch_stats}

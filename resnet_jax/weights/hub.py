@@ -12,9 +12,10 @@ import urllib.error
 import urllib.request
 from typing import Any, NamedTuple, Optional
 
-from resnet_jax import convert, transforms
-from resnet_jax.models import ResNet
-from resnet_jax.spec import ModelSpec
+from resnet_jax.weights import convert
+from resnet_jax.data import transforms
+from resnet_jax.models.resnet import ResNet
+from resnet_jax.weights.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None,
   training checkpoint's plain weights are read, or with `ema` its EMA weights (see
   `convert.unwrap_state_dict`).
   """
-  from resnet_jax import hub_timm
+  from resnet_jax.weights import hub_timm
   if hub_timm.is_timm_name(weights):
     if ema:
       raise ValueError(f"--ema reads a training checkpoint's EMA weights; {weights} is timm's "
@@ -279,7 +280,7 @@ def load_weights(arch: Optional[str], weights: str, cache: Optional[str] = None,
     arch = inferred.arch
   variables = convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)
   spec = torchvision_spec(arch, convert.variables_classes(variables), path, transform, weights)
-  from resnet_jax import convert_hf
+  from resnet_jax.weights import convert_hf
   # A transformers model directory (its config.json says 'resnet'): its image processor's preprocessing.
   processor = (convert_hf.preprocessing_beside(path) if convert_hf.config_beside(path) is not None
                else None)
@@ -297,15 +298,6 @@ def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
   return ModelSpec.for_torchvision(arch, num_classes, transform.resize_size, source)
 
 
-def load_variables(source: str, revision: Optional[str] = None) -> tuple[dict, ModelSpec]:
-  """(variables, ModelSpec) of a directory written by `resnet-jax convert` or training, or of timm's
-  weights by name: what `evaluate` and `init_from` read."""
-  from resnet_jax import checkpoints, hub_timm
-  if not os.path.isdir(source) and hub_timm.is_timm_name(source):
-    return hub_timm.load(source, revision)
-  return checkpoints.load_variables(source)
-
-
 def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional[str] = None,
                allow_nonfinite: bool = False, ema: bool = False, revision: Optional[str] = None,
                **overrides: Any) -> Pretrained:
@@ -321,9 +313,8 @@ def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional
       'resnet50.a1_in1k' or 'timm/resnet50d.ra2_in1k' (with `weights` left 'DEFAULT').
     weights: torchvision's weights name ('IMAGENET1K_V1', 'IMAGENET1K_V2', 'DEFAULT'), downloaded
       once into the cache; the path of a local `.pth`/`.safetensors` file (no network needed); a
-      URL whose file name carries its hash, like torchvision's; or a directory written by
-      `resnet-jax convert` or training (its ModelSpec gives the model and the preprocessing; `arch`
-      may then be None).
+      URL whose file name carries its hash, like torchvision's. (A directory written by
+      `resnet-jax convert` or training: `resnet_jax.pretrained`, which reads checkpoints.)
     cache: directory for torchvision's downloads (default `cache_dir()`); timm's weights use the
       Hugging Face cache ($HF_HUB_CACHE; $HF_HUB_OFFLINE=1 reads only from it).
     allow_nonfinite: convert weights holding NaN or infinity instead of refusing them.
@@ -336,15 +327,12 @@ def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional
   Returns:
     (model, variables, transform); `transform(images)` gives the NHWC batch the weights expect.
   """
-  from resnet_jax import hub_timm
+  from resnet_jax.weights import hub_timm
   if arch is not None and weights == "DEFAULT" and hub_timm.is_timm_name(arch):
     arch, weights = None, arch
   if os.path.isdir(weights):
-    from resnet_jax import checkpoints
-    variables, spec = checkpoints.load_variables(weights, ema=ema)
-    if arch is not None and arch != spec.arch:
-      raise ValueError(f"{weights} holds a {spec.arch}, not a {arch}")
-  else:
-    variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite, ema=ema,
-                                   revision=revision)
+    raise ValueError(f"{weights} is a directory: resnet_jax.pretrained(None, DIR) reads converted "
+                     "models and training workdirs")
+  variables, spec = load_weights(arch, weights, cache, allow_nonfinite=allow_nonfinite, ema=ema,
+                                 revision=revision)
   return Pretrained(spec.build(**overrides), variables, spec.transform())

@@ -25,7 +25,7 @@ import os
 import re
 from typing import Any, Mapping, Optional
 
-from resnet_jax.convert import ConversionError
+from resnet_jax.weights.convert import ConversionError
 
 _MODEL_PREFIX = "resnet."  # ResNetForImageClassification's backbone; ResNetModel has none
 _STEM = "embedder.embedder."
@@ -201,7 +201,7 @@ def from_transformers(source: Any, arch: Optional[str] = None, **kwargs) -> dict
   The same as `convert.from_torchvision`, which takes transformers' layout too; `arch` is inferred
   (resnet18/34/50/101/152) when None.
   """
-  from resnet_jax import convert
+  from resnet_jax.weights import convert
   return convert.from_torchvision(source, arch, **kwargs)
 
 
@@ -218,7 +218,7 @@ def to_transformers(variables: Mapping[str, Any], arch: Optional[str] = None, *,
   Returns:
     An ordered dict from transformers key to tensor (or array).
   """
-  from resnet_jax import convert
+  from resnet_jax.weights import convert
   state = convert.to_torchvision(variables, arch, as_numpy=as_numpy)
   prefix = "" if headless_prefix else _MODEL_PREFIX
   out = {}

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from resnet_jax import spec as spec_lib
+from resnet_jax.weights import spec as spec_lib
 
 VARIABLES = "variables"
 METADATA = "model.json"
@@ -104,6 +104,19 @@ def load_variables(directory: str, ema: bool = False) -> tuple[dict, spec_lib.Mo
 # with: its config (JSON) and what identifies its training data (size, class names).
 CONFIG_KEY, DATA_KEY = "config", "data"
 
+
+
+def load_model(source: str, revision: Optional[str] = None, *, ema: bool = False
+               ) -> tuple[dict, spec_lib.ModelSpec]:
+  """(variables, ModelSpec) of a directory written by `resnet-jax convert` or training, or of timm's
+  weights by name ('resnet50.a1_in1k', fetched from the Hugging Face Hub): what `evaluate`,
+  `init_from` and `resnet_jax.pretrained` read."""
+  from resnet_jax.weights import hub_timm
+  if not os.path.isdir(source) and hub_timm.is_timm_name(source):
+    if ema:
+      raise ValueError(f"ema: {source} is timm's published weights, which are one set")
+    return hub_timm.load(source, revision)
+  return load_variables(source, ema=ema)
 
 def training_meta(spec: spec_lib.ModelSpec, run: Optional[dict] = None) -> dict:
   """The model part of a training checkpoint's meta (`TrainCheckpoints.save` adds step and CRC),
@@ -463,7 +476,7 @@ class TrainCheckpoints:
         log.warning("moved the damaged checkpoint %s to %s", error.path, target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices("resnet_jax.checkpoints.set_aside")
+      multihost_utils.sync_global_devices("resnet_jax.training.checkpoints.set_aside")
     self._manager.reload()
 
   def close(self) -> None:
@@ -516,7 +529,7 @@ def model_differences(saved: dict, expected: dict) -> list[str]:
   """'field: saved -> expected' for each model field that differs between two checkpoint metadata
   (`ModelSpec.differences` when both hold a spec)."""
   if isinstance(saved.get("spec"), dict) and isinstance(expected.get("spec"), dict):
-    from resnet_jax import spec
+    from resnet_jax.weights import spec
     return spec.ModelSpec.from_json(saved["spec"], "the checkpoint's model spec").differences(
         spec.ModelSpec.from_json(expected["spec"], "this run's model spec"))
   ours, theirs = _model_fields(saved), _model_fields(expected)

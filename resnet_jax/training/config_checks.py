@@ -15,7 +15,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import ml_collections
 
-from resnet_jax import autoaugment, input_pipeline, models, optim, sharding, steps
+from resnet_jax import models
+from resnet_jax.data import autoaugment, input_pipeline
+from resnet_jax.training import optim, sharding, steps
 
 Rule = Callable[[Any], Optional[str]]  # The value -> None, or 'expected ...'.
 
@@ -106,7 +108,7 @@ def _eval_protocols():
 
 
 def _auto_augment(x) -> Optional[str]:
-  from resnet_jax import timm_augment
+  from resnet_jax.data import timm_augment
   if x not in autoaugment.POLICIES and not (isinstance(x, str) and timm_augment.is_rand_augment(x)):
     return f"one of {autoaugment.POLICIES} or a timm RandAugment string ('rand-m7-mstd0.5-inc1')"
 

@@ -35,7 +35,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from resnet_jax import image_ops, images, jpeg, protocols
+from resnet_jax.data import image_ops, images, jpeg, protocols
 
 Example = dict[str, Any]
 # torchvision's IMG_EXTENSIONS, matched case-insensitively as its `has_file_allowed_extension` does.
@@ -134,7 +134,7 @@ class ImageFolderSource:
 
 class ArrayRecordSource:
   """A split written by `resnet-jax prepare --format array_record`: `root` is OUT/<split>, holding
-  ArrayRecord shards of {"jpeg", "class"} records and classes.json (resnet_jax/prepare.py).
+  ArrayRecord shards of {"jpeg", "class"} records and classes.json (resnet_jax/data/prepare.py).
 
   Classes, labels and decoding are those of ImageFolderSource on the same images: the training
   split's sorted class names, given to the other splits as `class_names`; `images.decode_image`
@@ -201,7 +201,7 @@ class TfdsSource:
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this needs it.
     where = data_dir or "~/tensorflow_datasets"
     prepare = (f"prepare it once with TensorFlow installed: `tfds build {name} --data_dir {where} "
-               "--file_format=array_record` (see resnet_jax/input_pipeline.py)")
+               "--file_format=array_record` (see resnet_jax/data/input_pipeline.py)")
     absl_log = logging.getLogger("absl")
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)  # TFDS warns of each missing folder; the error below says it.
@@ -360,7 +360,7 @@ def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.87
 # names, also take `exact`: `train_dataset(exact_input=...)`); evaluation protocols: fn(image, size,
 # crop_fraction) -> image (or (crops, H, W, C): `steps.eval_step` averages over crops).
 # This is the one place `config.augment` and `config.eval_protocol` are resolved (the paper's are
-# added below, from resnet_jax.protocols); config_checks reads these tables.
+# added below, from resnet_jax.data.protocols); config_checks reads these tables.
 AUGMENTATIONS: dict[str, Callable] = {
     "torchvision": torchvision_augment,
     "cifar": lambda image, rng, size: image_ops.random_hflip(pad_and_random_crop(image, rng, size),

@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any, Optional
 
-from resnet_jax.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
+from resnet_jax.data.image_ops import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 FORMAT = "resnet_jax.ModelSpec"
 VERSION = 1
@@ -91,7 +91,7 @@ class ModelSpec:
       value = getattr(self, key)
       if not isinstance(value, int) or value < 1:
         raise SpecError(f"{key} must be a positive integer, got {value!r}")
-    from resnet_jax.image_ops import INTERPOLATIONS
+    from resnet_jax.data.image_ops import INTERPOLATIONS
     if self.interpolation not in INTERPOLATIONS:
       raise SpecError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
                       f"{self.interpolation!r}")
@@ -136,7 +136,7 @@ class ModelSpec:
   def transform(self):
     """The inference preprocessing this model was trained or published with (resize, center crop,
     normalisation, channels), as a `transforms.ImageClassification`."""
-    from resnet_jax import transforms
+    from resnet_jax.data import transforms
     mean, std = self.mean_std(scale=1.0)
     return transforms.ImageClassification(crop_size=self.image_size, resize_size=self.resize_size,
                                           mean=mean, std=std, channels=self.in_channels,
@@ -147,7 +147,7 @@ class ModelSpec:
                       source: dict) -> "ModelSpec":
     """torchvision's published ImageNet preprocessing: resize `resize_size` (256 for V1 weights, 232
     for V2), crop 224, ImageNet's mean and std; ImageNet's class names for a 1000-class head."""
-    from resnet_jax import transforms
+    from resnet_jax.data import transforms
     names = transforms.imagenet_classes() if num_classes == 1000 else ()
     return cls(arch=arch, num_classes=num_classes, resize_size=resize_size, class_names=names,
                source=source)

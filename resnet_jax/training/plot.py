@@ -6,7 +6,7 @@ import json
 import os
 from typing import Optional
 
-from resnet_jax import metrics
+from resnet_jax.training import metrics
 
 
 

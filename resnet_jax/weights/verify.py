@@ -69,7 +69,7 @@ def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
     **kwargs: torchvision's options: num_classes, zero_init_residual, replace_stride_with_dilation.
   """
   from resnet_jax._torchvision import import_torchvision
-  from resnet_jax.convert import TORCHVISION_ARCHS
+  from resnet_jax.weights.convert import TORCHVISION_ARCHS
   torchvision = import_torchvision()
   import torch
   if arch not in TORCHVISION_ARCHS:

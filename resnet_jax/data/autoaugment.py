@@ -240,7 +240,7 @@ def train_policy(auto_augment: str, *, ra_magnitude: int = 9, augmix_severity: i
               "rand_augment": lambda image, rng: rand_augment(image, rng, magnitude=ra_magnitude),
               "augmix": lambda image, rng: augmix(image, rng, severity=augmix_severity)}
   assert tuple(policies) == POLICIES
-  from resnet_jax import timm_augment
+  from resnet_jax.data import timm_augment
   if auto_augment.startswith("rand-"):  # timm's RandAugment string, e.g. 'rand-m7-mstd0.5-inc1'
     config = timm_augment.parse(auto_augment)
     # timm fills with round(255 * mean): the mean, which `erase_value` holds on the 0-255 scale.

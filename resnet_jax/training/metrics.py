@@ -61,7 +61,7 @@ def describe_evaluation(result: dict) -> str:
   """'loss 0.0223, top-1 error 0.83%, top-5 error 0.00% (360 examples)': errors in %, as the paper and
   `resnet-jax evaluate` report them (metrics.jsonl and TensorBoard keep top1/top5 as accuracy
   fractions)."""
-  from resnet_jax.protocols import format_errors
+  from resnet_jax.data.protocols import format_errors
   errors = {1: 100.0 * (1.0 - result["top1"]), 5: 100.0 * (1.0 - result["top5"])}
   return f"loss {result['loss']:.4f}, {format_errors(errors)} ({result['count']} examples)"
 

@@ -20,8 +20,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from resnet_jax import image_ops
-from resnet_jax import images as images_lib
+from resnet_jax.data import image_ops
+from resnet_jax.data import images as images_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ def to_pil(image: Any, channels: int = 3) -> Image.Image:
 @functools.lru_cache(maxsize=None)
 def imagenet_classes() -> tuple[str, ...]:
   """The 1000 ImageNet-1k class names, in the order of the classifier's outputs (torchvision's)."""
-  text = importlib.resources.files("resnet_jax").joinpath("imagenet_classes.txt").read_text()
+  text = importlib.resources.files("resnet_jax.data").joinpath("imagenet_classes.txt").read_text()
   names = tuple(text.splitlines())
   assert len(names) == 1000, len(names)
   return names

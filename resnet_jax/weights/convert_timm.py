@@ -13,11 +13,11 @@ import functools
 import re
 from typing import Any, Mapping, Optional
 
-from resnet_jax import convert
-from resnet_jax.convert import ConversionError, Inferred
-from resnet_jax.layers import make_divisible
-from resnet_jax.models import get_model
-from resnet_jax.timm_models import TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2, timm_names
+from resnet_jax.weights import convert
+from resnet_jax.weights.convert import ConversionError, Inferred
+from resnet_jax.models.layers import make_divisible
+from resnet_jax.models.resnet import get_model
+from resnet_jax.models.timm_models import TIMM_RESNETS, TIMM_RESNETV2S, ResNetV2, timm_names
 
 # The timm names whose keys are not torchvision's: converted here whatever entry point is used.
 TIMM_ONLY = frozenset(TIMM_RESNETS) | frozenset(TIMM_RESNETV2S)

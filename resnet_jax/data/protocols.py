@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from resnet_jax.image_ops import (IMAGENET_MEAN_255, center_offsets, crop, hflip, normalize,
+from resnet_jax.data.image_ops import (IMAGENET_MEAN_255, center_offsets, crop, hflip, normalize,
                                    random_hflip, resize_box, resize_center_crop, resize_shorter_side,
                                    resized_size)
 

@@ -6,7 +6,7 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.models import ResNet
+from resnet_jax.models.resnet import ResNet
 
 EPSILON = 1e-5  # models.BatchNorm's, torchvision's
 

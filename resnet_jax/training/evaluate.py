@@ -1,7 +1,7 @@
 """`resnet-jax evaluate`: a checkpoint's top-1/top-5 error under the paper's testing protocols.
 
 A converted model (`resnet-jax convert --out DIR`) or a training workdir is scored on a dataset
-split with one of `resnet_jax.protocols`' views: 'center' (one crop), 'ten_crop' (AlexNet's 10
+split with one of `resnet_jax.data.protocols`' views: 'center' (one crop), 'ten_crop' (AlexNet's 10
 crops) or 'multi_scale' (the fully-convolutional form: whole images at 5 scales and their mirrors),
 the scores averaged over the views. Views go to the devices in fixed-size calls split across every
 local device; each process scores its own share of the split (examples p, p + P, ...), and the
@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from resnet_jax import input_pipeline, protocols
+from resnet_jax.data import input_pipeline, protocols
 
 # The paper's test resize for a 224 crop; other input sizes keep the ratio.
 PAPER_RESIZE_RATIO = protocols.TEST_RESIZE / protocols.PAPER_CROP
@@ -249,8 +249,9 @@ def evaluate(variables_dir: Union[str, tuple], dataset: Union[str, Any], protoco
     A `Result`.
   """
   import jax
-  from resnet_jax import hub, sharding
-  variables, spec = (hub.load_variables(variables_dir)
+  from resnet_jax.training import checkpoints
+  from resnet_jax.training import sharding
+  variables, spec = (checkpoints.load_model(variables_dir)
                      if isinstance(variables_dir, (str, os.PathLike)) else variables_dir)
   prep = preprocessing(spec, mean=mean, std=std, image_size=image_size)
   if protocol == "center" and resize_size is None and image_size is None:
