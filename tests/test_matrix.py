@@ -141,6 +141,5 @@ def test_a_command_reads_another_commands_output(producer, consumer, products, f
 
 def test_every_cell_is_run_or_says_why_not():
   cells = {(p, c) for p in PRODUCERS for c in CONSUMERS}
-  assert set(NOT_APPLICABLE) <= cells and set(BEING_FIXED) <= cells
-  assert not set(NOT_APPLICABLE) & set(BEING_FIXED)
+  assert set(NOT_APPLICABLE) <= cells
   assert len(list(_cells())) + len(NOT_APPLICABLE) == len(cells)

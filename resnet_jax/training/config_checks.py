@@ -244,12 +244,7 @@ def _micro_batches(config) -> Optional[tuple[str, str]]:
     return "grad_accum_steps", f"a divisor of batch_size ({config.batch_size})"
 
 
-def _drop_rates(config) -> Optional[tuple[str, str]]:
-  import dataclasses
-  fields = {f.name for f in dataclasses.fields(models.ResNet)}
-  for key in ("drop_path_rate", "drop_rate"):
-    if config[key] and key not in fields:
-      return key, f"0: this resnet_jax's models have no {key} (timm's models add it)"
+def _bce_threshold(config) -> Optional[tuple[str, str]]:
   if config.bce_target_threshold >= 0 and config.loss != "bce":
     return "bce_target_threshold", "< 0 unless loss='bce'"
 
@@ -265,7 +260,7 @@ def _decay_groups(config) -> Optional[tuple[str, str]]:
 # Each returns (key, expected) for a value that is fine alone but not with the others.
 CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
                                       _uint8_augment, _decay_groups,
-                                      _fixres, _micro_batches, _drop_rates)
+                                      _fixres, _micro_batches, _bce_threshold)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -277,7 +277,9 @@ def read_checkpoint(path: str | os.PathLike, ema: bool = False):
   else:  # export keeps it in the state_dict's `_metadata`, which torch's load_state_dict ignores
     text = (getattr(obj, "_metadata", None) or {}).get(SPEC_METADATA_KEY)
     spec = None if text is None else _parse_spec(text, path)
-  return {k: _numpy(v) for k, v in unwrap_state_dict(obj, path, ema).items()}, spec
+  from resnet_jax.weights import convert_hf  # transformers' layout under torchvision's keys
+  state = convert_hf.torchvision_keys(unwrap_state_dict(obj, path, ema), path)
+  return {k: _numpy(v) for k, v in state.items()}, spec
 
 
 def _parse_spec(text: str, path: str):
