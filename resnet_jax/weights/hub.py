@@ -301,12 +301,8 @@ def torchvision_spec(arch: str, num_classes: Optional[int], path: str,
 def pretrained(arch: Optional[str], weights: str = "DEFAULT", *, cache: Optional[str] = None,
                allow_nonfinite: bool = False, ema: bool = False, revision: Optional[str] = None,
                **overrides: Any) -> Pretrained:
-  """A ResNet with torchvision's pretrained weights, as `torchvision.models.get_model` gives it.
-
-  Example:
-    model, variables, transform = resnet_jax.pretrained("resnet50", weights="IMAGENET1K_V2")
-    logits = model.apply(variables, transform(PIL.Image.open("cat.jpg")))
-    model, variables, transform = resnet_jax.pretrained("resnet50.a1_in1k")  # timm's, from the Hub
+  """A ResNet with published weights (torchvision's or timm's) or a weights file: the part of
+  `resnet_jax.pretrained` (the public entry, which also reads saved directories) below training.
 
   Args:
     arch: a registered architecture, e.g. 'resnet50'; or timm's weights name, e.g.
