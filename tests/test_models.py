@@ -11,7 +11,7 @@ import pytest
 
 from resnet_jax import models
 from resnet_jax.weights import convert, convert_timm
-from resnet_jax.models.resnet import timm_models
+from resnet_jax.models import timm_models
 from resnet_jax.models.complexity import complexity
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
