@@ -25,6 +25,10 @@ TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 $(VENV)/.test: $(VENV)/.core
 	$(BIN)/pip install -q $(TORCH_FROM) "torch==2.13.0"
 	$(BIN)/pip install -q --no-deps $(TORCH_FROM) "torchvision==0.28.0"
+	# timm and transformers, the references for timm's ResNets and transformers' layout, name torch and
+	# torchvision as needs: --no-deps keeps pip from replacing the CPU builds above; their other needs
+	# are in the test extra.
+	$(BIN)/pip install -q --no-deps "timm==1.0.31" "transformers==5.23.0"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
