@@ -16,7 +16,9 @@ count N, one after the other:
                processes instead of threads;
   torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
                RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
-               reference recipe's ConvertImageDtype + Normalize on top (float32 out);
+               reference recipe's ConvertImageDtype + Normalize on top (float32 out); and the
+               paper's augmentation as torchvision writes it (v2.RandomShortestSize over 256-480,
+               RandomCrop(224), flip, float32 with PCA lighting: what resnet_jax's 'paper' gives);
   kernels      resnet_jax's per-image work alone on N threads (read, decode, crop-resize, flip): the
                ceiling of any pipeline built on these kernels, printed as a ratio to torchvision;
   decode only  each JPEG decoder on N threads (Pillow, Pillow's draft at 1/2, simplejpeg, OpenCV,
@@ -29,7 +31,8 @@ that batches its workers prefetched while starting are not timed as if made in t
 `--prepared S` adds resnet_jax on copies made by `resnet-jax prepare --max-size S` (an image folder
 and ArrayRecord shards), and `--sides`
 changes the photos' sizes (e.g. 600,1200 for larger originals, where reduced decoding applies).
-Its last line is `input pipeline: resnet_jax/torchvision = R.RRx at N workers` for the largest N.
+It prints resnet_jax's 'paper' against torchvision's paper loader at each N, and as its last line
+`input pipeline: resnet_jax/torchvision = R.RRx at N workers` ('torchvision' augmentation) for the largest N.
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from resnet_jax.data import image_ops, input_pipeline, jpeg, prepare
+from resnet_jax.data import image_ops, input_pipeline, jpeg, prepare, protocols
 
+OURS, THEIRS = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
+OURS_PAPER = "resnet_jax paper (threads, fast decode)"
+TV_PAPER = "torchvision DataLoader, paper augmentation (float out, lighting)"
 KERNELS = "resnet_jax kernels alone: read, decode, crop-resize, flip (threads, no pipeline)"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina")
@@ -100,12 +106,37 @@ def resnet_jax_batches(root: str, *, batch: int, workers: int, augment: str = "t
     it.close()
 
 
-def torchvision_batches(root: str, *, batch: int, workers: int, normalize: bool) -> Iterator[int]:
+class _Lighting:
+  """The paper's PCA lighting noise as a torch transform, written as torchvision users write it
+  (torchvision has none): one RGB shift `eigvec @ (alpha * eigval)`, alpha ~ N(0, 0.1^2), added to a
+  float CHW image of 0-255 pixels (what resnet_jax's 'paper' augmentation leaves to its step)."""
+
+  def __init__(self):
+    import torch
+    self.eigval = torch.tensor(protocols.IMAGENET_EIGVAL, dtype=torch.float32) * 255.0
+    self.eigvec = torch.tensor(protocols.IMAGENET_EIGVEC, dtype=torch.float32)
+
+  def __call__(self, image):
+    import torch
+    alpha = torch.randn(3) * 0.1
+    return image + (self.eigvec @ (alpha * self.eigval)).view(3, 1, 1)
+
+
+def torchvision_batches(root: str, *, batch: int, workers: int, normalize: bool = False,
+                        paper: bool = False) -> Iterator[int]:
+  """`paper`: the paper's augmentation (sec. 3.4) as torchvision writes it: shorter side uniform in
+  [256, 480] (`v2.RandomShortestSize`, PIL's antialiased resize of the whole image), RandomCrop(224),
+  flip, then float32 with the lighting noise: the same float32 images as resnet_jax's 'paper'."""
   import torch
   from resnet_jax._torchvision import import_torchvision
   torchvision = import_torchvision()
   datasets, T = torchvision.datasets, torchvision.transforms
-  steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()]
+  if paper:
+    from torchvision.transforms import v2
+    steps = [v2.RandomShortestSize(list(range(256, 481))), v2.RandomCrop(224),
+             v2.RandomHorizontalFlip(), v2.PILToTensor(), v2.ToDtype(torch.float32), _Lighting()]
+  else:
+    steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()]
   if normalize:  # torchvision's references/classification/presets.py ClassificationPresetTrain.
     steps += [T.ConvertImageDtype(torch.float), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
   ds = datasets.ImageFolder(root, T.Compose(steps))
@@ -348,19 +379,20 @@ def measure(root: str, paths: list[str], *, workers: int, batch: int, prepared: 
   """images/s of every pipeline at `workers` workers; `prepared` maps a `--max-size` to its copy."""
   kw = dict(batch=batch, workers=workers)
   pipelines = {
-      "resnet_jax torchvision (threads, fast decode)": lambda: resnet_jax_batches(root, **kw),
+      OURS: lambda: resnet_jax_batches(root, **kw),
       "resnet_jax torchvision (processes, fast decode)":
           lambda: resnet_jax_batches(root, processes=True, **kw),
       "resnet_jax torchvision (threads, fast decode), exact_input=True (PIL's resize)":
           lambda: resnet_jax_batches(root, exact_input=True, **kw),
       "resnet_jax torchvision (threads, full decode)":
           lambda: resnet_jax_batches(root, fast_decode=False, **kw),
-      "resnet_jax paper (threads, fast decode)": lambda: resnet_jax_batches(root, augment="paper", **kw),
+      OURS_PAPER: lambda: resnet_jax_batches(root, augment="paper", **kw),
       "resnet_jax paper (threads, full decode)":
           lambda: resnet_jax_batches(root, augment="paper", fast_decode=False, **kw),
-      "torchvision DataLoader, uint8 out": lambda: torchvision_batches(root, normalize=False, **kw),
+      THEIRS: lambda: torchvision_batches(root, normalize=False, **kw),
       "torchvision DataLoader, reference recipe (float out)":
           lambda: torchvision_batches(root, normalize=True, **kw),
+      TV_PAPER: lambda: torchvision_batches(root, paper=True, **kw),
   }
   for size, copy in prepared.items():
     pipelines[f"resnet_jax torchvision (threads, fast decode), `prepare --max-size {size}` copy"] = (
@@ -426,8 +458,12 @@ def main(argv=None) -> int:
           "scikit-image's photos": random_crops([p if p.ndim == 3 else np.stack([p] * 3, -1)
                                                  for p in photos], 2 * args.resize_draws)})
   print_table(results)
-  ours, theirs = "resnet_jax torchvision (threads, fast decode)", "torchvision DataLoader, uint8 out"
+  ours, theirs = OURS, THEIRS
   n = max(counts)
+  for m in counts:  # The paper's augmentation against torchvision doing the same.
+    print(f"paper augmentation at {m} worker{'s' * (m > 1)}: resnet_jax/torchvision = "
+          f"{results[m][OURS_PAPER][0] / results[m][TV_PAPER][0]:.2f}x images/s, "
+          f"{results[m][OURS_PAPER][1] / results[m][TV_PAPER][1]:.2f}x per CPU-second")
   for row in [ours] + [name for name in results[n] if "`prepare --max-size" in name]:
     per_core = results[n][row][1]
     print(f"per core (images per CPU-second at {n} workers), {row}: {per_core:,.0f}, torchvision "

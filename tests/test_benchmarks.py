@@ -32,6 +32,9 @@ def test_input_pipeline_benchmark_runs(torchvision, capsys, benchmark):
   lines = capsys.readouterr().out.strip().splitlines()
   assert "| torchvision DataLoader, uint8 out |" in "\n".join(lines)
   assert "| image_ops.resize_box (OpenCV blur + bilinear warp; the default) |" in "\n".join(lines)
+  assert "| torchvision DataLoader, paper augmentation (float out, lighting) |" in "\n".join(lines)
+  assert any(re.fullmatch(r"paper augmentation at 1 worker: resnet_jax/torchvision = \d+\.\d\dx "
+                          r"images/s, (\d+\.\d\d|nan)x per CPU-second", line) for line in lines)
   assert re.fullmatch(r"input pipeline: resnet_jax/torchvision = \d+\.\d\dx at 1 workers", lines[-1])
 
 

@@ -288,6 +288,26 @@ def test_lighting_adds_one_shift_in_pixel_units_to_every_pixel():
   np.testing.assert_allclose(out - image, np.broadcast_to(shift, image.shape), atol=1e-4)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("layout", ["contiguous", "flipped view", "float32"])
+def test_add_per_channel_is_numpys_float32_sum_bit_for_bit(channels, layout):
+  """The lookup-table path (uint8, 2-4 channels) and the fallback both give exactly
+  `image.astype(float32) + shift.astype(float32)`: every uint8 value, shifts of both signs and
+  sizes, a mirrored (non-contiguous) view as the paper's flip leaves it."""
+  rng = np.random.default_rng(channels)
+  image = np.concatenate([np.arange(256, dtype=np.uint8)[None, :, None].repeat(channels, -1),
+                          rng.integers(0, 256, (9, 256, channels), dtype=np.uint8)])
+  if layout == "flipped view":
+    image = image[:, ::-1]
+  elif layout == "float32":
+    image = image.astype(np.float32) / 7
+  for shift in (rng.normal(0, 20, channels), np.full(channels, 1e-7), np.full(channels, -300.25)):
+    want = image.astype(np.float32) + shift.astype(np.float32)
+    got = image_ops.add_per_channel(image, shift)
+    assert got.dtype == np.float32 and got.shape == image.shape
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
 def test_normalize_by_channel_mean_or_mean_image():
   image = np.full((4, 4, 3), 100, np.uint8)
   np.testing.assert_allclose(image_ops.normalize(image, np.asarray(image_ops.IMAGENET_MEAN_255))[0, 0], 100 - np.asarray(image_ops.IMAGENET_MEAN_255),

@@ -458,10 +458,13 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int,
   short = int(rng.integers(lo, hi + 1))
   new_h, new_w = image_ops.resized_size(h, w, short)  # As resize_shorter_side's.
   top, left = int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1))
+  # image_ops.random_hflip's draw, before the resize (which draws nothing): the warp mirrors for free.
+  flip = rng.random() < 0.5
   sy, sx = h / new_h, w / new_w  # Original pixels per rescaled pixel.
   k = 1 if exact else _dct_scale(size * sy, size * sx, size)
   if (new_h, new_w) == (h, w):
     out = jpeg.region_pixels(data, 1, top, left, size, size)
+    out = image_ops.hflip(out) if flip else out
   else:
     # Output pixel j samples the rescaled image's pixel left + j, as resizing all and cropping does.
     box = (left * sx / k, top * sy / k, (left + size) * sx / k, (top + size) * sy / k)
@@ -470,9 +473,9 @@ def fast_paper_augment(data: bytes, rng: np.random.Generator, size: int,
     pixels, box = _covering(data, k, (h, w), box, reach)
     if exact:
       out = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR, box=box))
+      out = image_ops.hflip(out) if flip else out
     else:
-      out = image_ops.resize_box(pixels, box, size, size)
-  out = image_ops.random_hflip(out, rng)
+      out = image_ops.resize_box(pixels, box, size, size, flip=flip)
   return protocols.lighting(out, rng, 0.1, 255.0)
 
 

@@ -29,9 +29,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from resnet_jax.data.image_ops import (IMAGENET_MEAN_255, center_offsets, crop, hflip, normalize,
-                                   random_hflip, resize_box, resize_center_crop, resize_shorter_side,
-                                   resized_size)
+from resnet_jax.data.image_ops import (IMAGENET_MEAN_255, add_per_channel, center_offsets, crop,
+                                       hflip, normalize, random_hflip, resize_box, resize_center_crop,
+                                       resize_shorter_side, resized_size)
 
 Seed = Union[None, int, Sequence[int], np.random.Generator]
 
@@ -116,7 +116,7 @@ def lighting(image: np.ndarray, rng: Seed, alphastd: float = 0.1, pixel_scale: f
     float32 image, not clipped (as fb.resnet.torch: the network sees the shifted values).
   """
   shift = lighting_shift(rng, alphastd, eigval, eigvec) * pixel_scale
-  return (image.astype(np.float32) + shift.astype(np.float32)).astype(np.float32)
+  return add_per_channel(image, shift)
 
 
 def paper_augment(image: np.ndarray, rng: Seed, *, short_side: tuple[int, int] = PAPER_SHORT_SIDE,
