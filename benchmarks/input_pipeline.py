@@ -17,7 +17,7 @@ count N, one after the other:
   torchvision  `ImageFolder` + `DataLoader(num_workers=N)` with RandomResizedCrop(224) +
                RandomHorizontalFlip + PILToTensor (uint8 out, as ours), and with torchvision's
                reference recipe's ConvertImageDtype + Normalize on top (float32 out); and the
-               paper's augmentation as torchvision writes it (v2.RandomShortestSize over 256-480,
+               paper's augmentation in torchvision (Resize to a shorter side drawn from 256-480,
                RandomCrop(224), flip, float32 with PCA lighting: what resnet_jax's 'paper' gives);
   kernels      resnet_jax's per-image work alone on N threads (read, decode, crop-resize, flip): the
                ceiling of any pipeline built on these kernels, printed as a ratio to torchvision;
@@ -106,10 +106,25 @@ def resnet_jax_batches(root: str, *, batch: int, workers: int, augment: str = "t
     it.close()
 
 
+class _RandomShorterSide:
+  """The paper's scale augmentation as a torch transform: the shorter side resized to an integer
+  drawn uniformly from [lo, hi] with `torch.randint` (torchvision's `Resize(S)`: PIL's antialiased
+  bilinear, the longer side truncated)."""
+
+  def __init__(self, lo: int, hi: int):
+    self.lo, self.hi = lo, hi
+
+  def __call__(self, image):
+    import torch
+    from resnet_jax._torchvision import import_torchvision
+    size = int(torch.randint(self.lo, self.hi + 1, size=(1,)).item())
+    return import_torchvision().transforms.functional.resize(image, size)
+
+
 class _Lighting:
   """The paper's PCA lighting noise as a torch transform, written as torchvision users write it
   (torchvision has none): one RGB shift `eigvec @ (alpha * eigval)`, alpha ~ N(0, 0.1^2), added to a
-  float CHW image of 0-255 pixels (what resnet_jax's 'paper' augmentation leaves to its step)."""
+  CHW image of 0-255 pixels, float32 out (what resnet_jax's 'paper' augmentation leaves to its step)."""
 
   def __init__(self):
     import torch
@@ -119,22 +134,30 @@ class _Lighting:
   def __call__(self, image):
     import torch
     alpha = torch.randn(3) * 0.1
-    return image + (self.eigvec @ (alpha * self.eigval)).view(3, 1, 1)
+    return image.to(torch.float32) + (self.eigvec @ (alpha * self.eigval)).view(3, 1, 1)
+
+
+def torchvision_paper_transform(size: int = 224):
+  """He et al.'s training augmentation (sec. 3.4) in torchvision: shorter side uniform in [256, 480]
+  (scaled with `size`/224, as resnet_jax's), RandomCrop(size), RandomHorizontalFlip, float32 CHW with
+  the lighting noise. Its draws are torch's, in resnet_jax's order; tests/test_input_pipeline.py
+  checks that from the same draws it gives resnet_jax's exact 'paper' images."""
+  from resnet_jax._torchvision import import_torchvision
+  T = import_torchvision().transforms
+  lo, hi = input_pipeline._paper_short_side(size)
+  return T.Compose([_RandomShorterSide(lo, hi), T.RandomCrop(size), T.RandomHorizontalFlip(),
+                    T.PILToTensor(), _Lighting()])
 
 
 def torchvision_batches(root: str, *, batch: int, workers: int, normalize: bool = False,
                         paper: bool = False) -> Iterator[int]:
-  """`paper`: the paper's augmentation (sec. 3.4) as torchvision writes it: shorter side uniform in
-  [256, 480] (`v2.RandomShortestSize`, PIL's antialiased resize of the whole image), RandomCrop(224),
-  flip, then float32 with the lighting noise: the same float32 images as resnet_jax's 'paper'."""
+  """`paper`: `torchvision_paper_transform`, float32 out (the same images as resnet_jax's 'paper')."""
   import torch
   from resnet_jax._torchvision import import_torchvision
   torchvision = import_torchvision()
   datasets, T = torchvision.datasets, torchvision.transforms
   if paper:
-    from torchvision.transforms import v2
-    steps = [v2.RandomShortestSize(list(range(256, 481))), v2.RandomCrop(224),
-             v2.RandomHorizontalFlip(), v2.PILToTensor(), v2.ToDtype(torch.float32), _Lighting()]
+    steps = [torchvision_paper_transform()]
   else:
     steps = [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()]
   if normalize:  # torchvision's references/classification/presets.py ClassificationPresetTrain.

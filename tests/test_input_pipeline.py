@@ -200,11 +200,13 @@ def test_paper_augmentation_and_ten_crop_feed_the_trainer():
 # ----------------------------------------------------------------------------------------------
 # Reduced-size JPEG decoding for training (resnet_jax.data.jpeg, FAST_AUGMENTATIONS).
 
-class _TorchDraws:
-  """numpy Generator's `uniform`/`integers` answered from torch's global generator, drawn as
-  torchvision's `RandomResizedCrop.get_params` draws them."""
+class _TorchDraws(np.random.Generator):
+  """numpy Generator's `uniform`/`integers`/`random`/`normal` answered from torch's global
+  generator, drawn as torchvision's transforms draw them (a Generator, so that `default_rng` passes
+  it through)."""
 
   def __init__(self, torch):
+    super().__init__(np.random.PCG64(0))
     self.torch = torch
 
   def uniform(self, low, high):
@@ -215,6 +217,9 @@ class _TorchDraws:
 
   def random(self):
     return self.torch.rand(1).item()
+
+  def normal(self, loc, scale, size):
+    return (self.torch.randn(size) * scale + loc).numpy().astype(np.float64)
 
 
 @pytest.mark.parametrize("height, width", [(375, 500), (300, 300), (10, 400), (400, 10), (50, 60)],
@@ -340,6 +345,34 @@ def test_paper_resize_is_close_to_the_exact_path():
         for got in (ip.fast_paper_augment(data, np.random.default_rng(seed), size),
                     ip.paper_augment(decoded, np.random.default_rng(seed), size)):
           psnrs.append(_psnr(got, want))
+  assert np.median(psnrs) >= 40 and min(psnrs) >= 35, (np.median(psnrs), min(psnrs))
+
+
+@pytest.mark.parametrize("size", [224, 32])
+def test_paper_augmentation_is_torchvisions_from_the_same_draws(torchvision, benchmark, size):
+  """The input benchmark's torchvision baseline for 'paper' (Resize(S), RandomCrop, flip, float32
+  plus lighting, every draw torch's) against resnet_jax's 'paper' from the same draws: the exact
+  path within float32 rounding (the baseline computes the lighting shift in float32, resnet_jax in
+  float64: at most 3.8e-6 of a 0-255 pixel measured, bound 1e-3), so the benchmark times the same
+  work; the default paths (decoded image, JPEG bytes) within the issue's PSNR bounds (measured
+  2026-12-04, 8 draws per photo: 224 px median 54.1 dB, worst 44.4; 32 px 50.6 / 41.8)."""
+  import torch
+  transform = benchmark("input_pipeline").torchvision_paper_transform(size)
+  psnrs = []
+  for name, data in _photo_jpegs().items():
+    with Image.open(io.BytesIO(data)) as image:
+      photo = image.convert("RGB")
+    for seed in range(8):
+      torch.manual_seed(seed)
+      want = transform(photo).permute(1, 2, 0).numpy()
+      torch.manual_seed(seed)
+      exact = ip.paper_augment(np.asarray(photo), _TorchDraws(torch), size, exact=True)
+      assert exact.shape == want.shape == (size, size, 3) and exact.dtype == np.float32
+      np.testing.assert_allclose(exact, want, rtol=0, atol=1e-3, err_msg=f"{name}, seed {seed}")
+      for path in (lambda draws: ip.fast_paper_augment(data, draws, size),
+                   lambda draws: ip.paper_augment(np.asarray(photo), draws, size)):
+        torch.manual_seed(seed)
+        psnrs.append(_psnr(path(_TorchDraws(torch)), want))
   assert np.median(psnrs) >= 40 and min(psnrs) >= 35, (np.median(psnrs), min(psnrs))
 
 
