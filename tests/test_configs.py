@@ -164,6 +164,52 @@ def test_a_bad_value_is_one_line_naming_the_key(key):
   assert message.startswith(f"config.{key}=") and "expected" in message and "\n" not in message
 
 
+# Values fine alone but not together: (recipe, changes, the key the error names). Every entry of
+# config_checks.CROSS_CHECKS must refuse at least one of them (checked below).
+BAD_COMBINATIONS = {
+    "3 means for the 1-channel digits": ("digits", {"mean": (84.0, 84.0, 84.0)}, "mean"),
+    "3 stds for the 1-channel digits": ("digits", {"std": (105.0, 105.0, 105.0)}, "std"),
+    "no steps and no epochs": ("digits", {"num_train_steps": 0, "num_epochs": 0.0}, "num_train_steps"),
+    "a uint8 policy after float lighting": ("default", {"augment": "paper", "auto_augment": "ta_wide"},
+                                            "auto_augment"),
+    "RGB lighting on the 1-channel digits": ("digits", {"augment": "paper"}, "augment"),
+    "RGB lighting on a 4-channel model": ("default", {"augment": "paper", "mean": (1.0,) * 4,
+                                                      "std": (1.0,) * 4,
+                                                      "model_overrides": {"in_channels": 4}}, "augment"),
+    "LAMB with its own decay groups": ("default", {"optimizer": "lamb", "norm_weight_decay": 0.0},
+                                       "norm_weight_decay"),
+    "a resize below the crop": ("default", {"val_resize_size": 200}, "val_resize_size"),
+    "micro-batches that do not divide": ("digits", {"grad_accum_steps": 5}, "grad_accum_steps"),
+    "a BCE threshold without BCE": ("default", {"bce_target_threshold": 0.2}, "bce_target_threshold"),
+}
+
+
+def _recipe_with(name: str, changes: dict):
+  config = _load(name).get_config()
+  with config.unlocked():
+    for k, v in changes.items():
+      config[k] = config_checks.ml_collections.ConfigDict(v) if isinstance(v, dict) else v
+  return config
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMBINATIONS))
+def test_values_fine_alone_but_not_together_are_one_line_naming_the_key(case):
+  name, changes, key = BAD_COMBINATIONS[case]
+  config = _recipe_with(name, changes)
+  with pytest.raises(config_checks.ConfigError) as error:
+    train_lib.validate_config(config)
+  message = str(error.value)
+  assert message.startswith(f"config.{key}=") and "expected" in message and "\n" not in message
+
+
+def test_every_cross_check_refuses_one_of_the_combinations():
+  fired = set()
+  for name, changes, _ in BAD_COMBINATIONS.values():
+    config = _recipe_with(name, changes)
+    fired |= {check for check in config_checks.CROSS_CHECKS if check(config)}
+  assert fired == set(config_checks.CROSS_CHECKS), "add a combination to BAD_COMBINATIONS"
+
+
 def test_a_bad_value_stops_train_py_with_one_line_and_writes_nothing(tmp_path):
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/digits.py",
                          f"--workdir={tmp_path}", "--config.checkpoint_every_steps=0"],

@@ -233,6 +233,13 @@ def _uint8_augment(config) -> Optional[tuple[str, str]]:
     return "auto_augment", "'' with augment='paper' (the policies need uint8 images)"
 
 
+def _rgb_augment(config) -> Optional[tuple[str, str]]:
+  channels = input_channels(config)
+  if config.augment == "paper" and channels != 3:  # Its lighting noise is a shift of RGB colours.
+    return "augment", (f"an augmentation for {channels}-channel input ('paper' adds lighting noise "
+                       "along the principal axes of RGB colour, 3 channels)")
+
+
 def _fixres(config) -> Optional[tuple[str, str]]:
   crop = config.val_crop_size or config.image_size
   if config.val_resize_size and config.val_resize_size < crop:
@@ -259,7 +266,7 @@ def _decay_groups(config) -> Optional[tuple[str, str]]:
 
 # Each returns (key, expected) for a value that is fine alone but not with the others.
 CROSS_CHECKS: tuple[Callable, ...] = (_per_channel("mean"), _per_channel("std"), _some_training,
-                                      _uint8_augment, _decay_groups,
+                                      _uint8_augment, _rgb_augment, _decay_groups,
                                       _fixres, _micro_batches, _bce_threshold)
 
 
