@@ -136,6 +136,7 @@ BAD_VALUES = {
     "model_ema": 1, "model_ema_steps": 0, "model_ema_decay": 1.5, "lr_end": -1.0, "lr_power": 0.0,
     "optimizer": "adam", "norm_weight_decay": float("nan"), "bias_weight_decay": "0",
     "clip_grad_norm": -1.0, "train_crop_size": -1, "val_resize_size": 8, "val_crop_size": 1.5,
+    "val_interpolation": "lanczos",
     "fast_decode": "yes", "exact_input": 1, "data_processes": -1,
     "ra_sampler": "yes", "ra_reps": 0, "grad_accum_steps": 7,
     "loss": "ce", "bce_target_threshold": 1.5, "drop_path_rate": 1.0, "drop_rate": -0.1,
@@ -296,6 +297,24 @@ def test_a_changed_key_on_resume_is_applied_or_refused_in_one_line(key):
   if key != "learning_rate":  # A reference to base_learning_rate and batch_size; set directly here.
     assert message.startswith(f"config.{key}: this run was trained with {old!r}; you asked for "
                               f"{new!r} (")
+
+
+@pytest.mark.parametrize("key", sorted(config_checks.ADDED_KEYS))
+def test_a_run_saved_before_a_key_existed_resumes_as_it_behaved(key):
+  """A saved config without `key` compares as `ADDED_KEYS[key]`, the behaviour before the key: the
+  same value resumes with no change recorded, another is treated as any change of the key."""
+  trained = {k: v for k, v in config_checks.as_json(default.get_config()).items() if k != key}
+  asked = default.get_config()
+  asked[key] = config_checks.ADDED_KEYS[key]
+  assert config_checks.resume_changes(trained, asked) == []
+  with asked.ignore_type():
+    asked[key] = _changed(config_checks.ADDED_KEYS[key])
+  if config_checks.ON_RESUME[key].may_change:
+    assert config_checks.resume_changes(trained, asked) == [
+        (key, config_checks.ADDED_KEYS[key], asked[key])]
+  else:
+    with pytest.raises(config_checks.ConfigError, match=rf"^config.{key}: this run was trained with"):
+      config_checks.resume_changes(trained, asked)
 
 
 def test_an_unclassified_key_that_changed_is_refused(monkeypatch):

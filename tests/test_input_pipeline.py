@@ -109,14 +109,26 @@ def test_center_crop_is_resize_256_then_224():
   assert ip.resize_center_crop(np.zeros((32, 32, 1), np.uint8), 32, 1.0).shape == (32, 32, 1)
 
 
-@pytest.mark.parametrize("size, crop_fraction", [(224, 0.875), (64, 0.8)], ids=["224", "64"])
-def test_center_crop_equals_torchvision(torchvision, size, crop_fraction):
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size, crop_fraction", [(224, 0.875), (224, 224 / 235), (64, 0.8)],
+                         ids=["224", "224-rsb", "64"])
+def test_center_crop_equals_torchvision(torchvision, size, crop_fraction, interpolation):
+  """Training's evaluation view, byte for byte torchvision's Resize + CenterCrop with the same
+  filter, alone and through `eval_dataset` (the protocol table's path, config.val_interpolation)."""
   from skimage import data
   T = torchvision.transforms
-  for photo in (data.astronaut(), data.coffee(), data.chelsea()):
-    pipeline = T.Compose([T.Resize(int(round(size / crop_fraction))), T.CenterCrop(size)])
-    want = np.asarray(pipeline(Image.fromarray(photo)))
-    np.testing.assert_array_equal(ip.resize_center_crop(photo, size, crop_fraction), want)
+  reference = T.Compose([T.Resize(int(round(size / crop_fraction)),
+                                  interpolation=getattr(T.InterpolationMode, interpolation.upper())),
+                         T.CenterCrop(size)])
+  photos = np.stack([photo[:300, :400] for photo in (data.astronaut(), data.coffee(), data.chelsea())])
+  batch = ip.eval_dataset(ip.InMemorySource(photos, np.arange(3)), global_batch_size=3,
+                          image_size=size, eval_protocol="center", crop_fraction=crop_fraction,
+                          interpolation=interpolation)[0]
+  for photo, batched in zip(photos, batch["image"]):
+    want = np.asarray(reference(Image.fromarray(photo)))
+    np.testing.assert_array_equal(ip.resize_center_crop(photo, size, crop_fraction, interpolation),
+                                  want)
+    np.testing.assert_array_equal(batched, want)
 
 
 def test_flip_and_normalize():

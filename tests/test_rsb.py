@@ -89,6 +89,22 @@ def test_recipe_validates(name):
   train_lib.validate_config(RECIPES[name].get_config())
 
 
+def test_evaluation_is_timms_for_its_resnet50_and_recorded_in_the_model_description(torch, tmp_path):
+  """timm evaluates an RSB run with resnet50's data config (its pretrained_cfg, a1_in1k's): bicubic,
+  crop 0.95 of the resize. The recipes evaluate so, and the checkpoints' model description says so,
+  so that `resnet-jax predict`/`evaluate` on the workdir feed the model as training evaluated it."""
+  import timm
+  from timm.data import resolve_data_config
+  want = resolve_data_config({}, model=timm.create_model("resnet50", pretrained=False))
+  data = train_lib.Data(None, None, 1000, (224, 224, 3), ())
+  for name, recipe in RECIPES.items():
+    config = recipe.get_config()
+    assert config.val_interpolation == want["interpolation"] == "bicubic", name
+    assert config.val_resize_size == int(224 / want["crop_pct"]), name  # timm's floor.
+    spec = train_lib.model_spec(config, data, str(tmp_path))
+    assert (spec.interpolation, spec.resize_size, spec.image_size) == ("bicubic", 235, 224), name
+
+
 def test_drop_rates_are_model_overrides_only_when_set(tmp_path):
   from configs import digits
   config = digits.get_config()

@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_crop_size = 0  # 0: image_size.
   config.val_resize_size = 0  # 0: val_crop_size / eval_crop_fraction.
   config.val_crop_size = 0  # 0: image_size.
+  # The evaluation resize's filter (PIL's): 'bilinear' (torchvision's) or 'bicubic' (timm's, RSB's).
+  # Recorded in the checkpoints' model description, so `resnet-jax predict`/`evaluate` use it too.
+  # Training's crops are resized bilinear either way.
+  config.val_interpolation = "bilinear"
   config.mean = IMAGENET_MEAN_255  # Per channel, on the 0-255 scale.
   config.std = IMAGENET_STD_255
   config.synthetic_examples = 1_281_167  # Size of each split of source 'synthetic'.

@@ -4,7 +4,9 @@ Table 1 of the paper, setting by setting (A1 / A2 / A3 where they differ; `rsb_s
 
   Train Res 224 / 224 / 160                 image_size 224; train_crop_size 160 for A3
   Test Res 224, Test crop ratio 0.95        val_crop_size 224, eval_crop_fraction 0.95,
-                                            val_resize_size 235 (timm: floor(224 / 0.95))
+                                            val_resize_size 235 (timm: floor(224 / 0.95)),
+                                            val_interpolation "bicubic" (timm's evaluation of
+                                            resnet50: its pretrained_cfg, a1_in1k's)
   Epochs 600 / 300 / 100                    num_epochs
   Batch size 2048                           batch_size = 2048 (global)
   Optimizer LAMB                            optimizer = "lamb" (decay excludes BatchNorm and biases,
@@ -30,10 +32,10 @@ Table 1 of the paper, setting by setting (A1 / A2 / A3 where they differ; `rsb_s
                                             --bce-target-thresh 0.2)
   Mixed precision yes                       dtype = "auto" (bfloat16 on accelerators)
 
-Known differences: timm's training crop (RandomResizedCrop) resizes with a random filter, ours is
-bilinear (torchvision's). The evaluation resize is bilinear (timm's bicubic weights are fed bicubic by `resnet-jax predict`/`evaluate` through their ModelSpec; training's own evaluation is
-bilinear). Stochastic depth needs a model with `drop_path_rate` (timm's family): until the zoo's
-resnet50 has it, the config check refuses the recipe naming drop_path_rate.
+Known differences: timm's training crop (RandomResizedCrop) resizes with a random filter
+(bilinear or bicubic), ours is bilinear (torchvision's). The evaluation resize is bicubic, as timm's
+(`val_interpolation`, recorded in the checkpoints' model description, so `resnet-jax predict` and
+`evaluate` on the run's workdir feed the model as its own evaluation did).
 
   python train.py --config configs/imagenet_resnet50_rsb_a1.py --workdir runs/imagenet_resnet50_rsb_a1 \
       --config.data_dir=~/tensorflow_datasets
@@ -64,6 +66,7 @@ def rsb_config(name: str) -> ml_collections.ConfigDict:
   config.val_crop_size = 224
   config.eval_crop_fraction = TEST_CROP_PCT
   config.val_resize_size = int(224 / TEST_CROP_PCT)  # timm: floor(224 / 0.95) = 235.
+  config.val_interpolation = "bicubic"
   config.batch_size = BATCH_SIZE
   config.base_learning_rate = lr * 256 / BATCH_SIZE
   config.optimizer = "lamb"

@@ -350,15 +350,16 @@ def pad_and_random_crop(image: np.ndarray, rng: np.random.Generator, size: int, 
   return padded[top:top + size, left:left + size]
 
 
-def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-  """The 'center' evaluation: the shorter side resized to size / crop_fraction (256 for 224), then the
-  central size x size."""
-  return image_ops.resize_center_crop(image, int(round(size / crop_fraction)), size)
+def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875,
+                       interpolation: str = "bilinear") -> np.ndarray:
+  """The 'center' evaluation: the shorter side resized to size / crop_fraction (256 for 224) with
+  PIL's `interpolation` filter, then the central size x size."""
+  return image_ops.resize_center_crop(image, int(round(size / crop_fraction)), size, interpolation)
 
 
 # Training augmentations: fn(image, rng, size) -> image (those that resize, the FAST_AUGMENTATIONS'
 # names, also take `exact`: `train_dataset(exact_input=...)`); evaluation protocols: fn(image, size,
-# crop_fraction) -> image (or (crops, H, W, C): `steps.eval_step` averages over crops).
+# crop_fraction, interpolation) -> image (or (crops, H, W, C): `steps.eval_step` averages over crops).
 # This is the one place `config.augment` and `config.eval_protocol` are resolved (the paper's are
 # added below, from resnet_jax.data.protocols); config_checks reads these tables.
 AUGMENTATIONS: dict[str, Callable] = {
@@ -385,9 +386,11 @@ def _paper_short_side(size: int) -> tuple[int, int]:
   return round(size * 256 / 224), round(size * 480 / 224)
 
 
-def ten_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+def ten_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875,
+             interpolation: str = "bilinear") -> np.ndarray:
   """The 10-crop protocol's views, (10, size, size, C); `steps.eval_step` averages them."""
-  return protocols.ten_crop_views(image, resize_size=round(size / crop_fraction), crop_size=size)[0]
+  return protocols.ten_crop_views(image, resize_size=round(size / crop_fraction), crop_size=size,
+                                  interpolation=interpolation)[0]
 
 
 AUGMENTATIONS["paper"] = paper_augment
@@ -592,10 +595,12 @@ def _repeated(stream: grain.MapDataset, n: int, repeats: int) -> grain.MapDatase
 
 
 def eval_dataset(source, *, global_batch_size: int, image_size: int, eval_protocol: str,
-                 crop_fraction: float, process_index: int = 0,
+                 crop_fraction: float, interpolation: str = "bilinear", process_index: int = 0,
                  process_count: int = 1) -> grain.MapDataset:
   """This process's evaluation batches: the split padded to whole global batches, with a 'mask'
-  that is 1 for real examples and 0 for padding, so each example is counted exactly once."""
+  that is 1 for real examples and 0 for padding, so each example is counted exactly once.
+  `interpolation`: PIL's filter for the protocol's resize ('bilinear', torchvision's; 'bicubic',
+  timm's for most of its weights)."""
   fn = _lookup(EVAL_PROTOCOLS, eval_protocol, "evaluation protocol")
   local = _local_batch_size(global_batch_size, process_count)
   n = len(source)
@@ -603,7 +608,7 @@ def eval_dataset(source, *, global_batch_size: int, image_size: int, eval_protoc
 
   def load(index):
     example = source[index if index < n else 0]
-    return {"image": fn(example["image"], image_size, crop_fraction),
+    return {"image": fn(example["image"], image_size, crop_fraction, interpolation),
             "label": np.int32(example["label"]), "mask": np.float32(index < n)}
 
   ds = grain.MapDataset.range(padded).map(load)

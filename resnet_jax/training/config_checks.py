@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import ml_collections
 
 from resnet_jax import models
-from resnet_jax.data import autoaugment, input_pipeline
+from resnet_jax.data import autoaugment, image_ops, input_pipeline
 from resnet_jax.training import optim, sharding, steps
 
 Rule = Callable[[Any], Optional[str]]  # The value -> None, or 'expected ...'.
@@ -148,6 +148,7 @@ RULES: dict[str, Rule] = {
     "train_crop_size": integer(0),
     "val_resize_size": integer(0),
     "val_crop_size": integer(0),
+    "val_interpolation": one_of(lambda: image_ops.INTERPOLATIONS),
     "mean": sequence_of(number()),  # Lengths: see CROSS_CHECKS.
     "std": sequence_of(number(0, low_open=True)),
     "synthetic_examples": integer(1),
@@ -378,6 +379,7 @@ ON_RESUME: dict[str, ResumeRule] = {
     "eval_crop_fraction": _EVAL,
     "val_resize_size": _EVAL,
     "val_crop_size": _EVAL,
+    "val_interpolation": _EVAL,
     "num_data_threads": _SPEED,
     "prefetch_batches": _SPEED,
     "data_processes": _fixed("the saved data position holds one entry per input worker process"),
@@ -456,6 +458,13 @@ def flat_values(config: Any) -> dict[str, Any]:
   return out
 
 
+# Keys added after runs were already trained, with the value that earlier runs behaved as: a saved
+# config without the key is compared as if it held that value.
+ADDED_KEYS: dict[str, Any] = {
+    "val_interpolation": "bilinear",  # Evaluation resized bilinear before the key existed.
+}
+
+
 def resume_changes(trained: Any, asked: Any) -> list[tuple[str, Any, Any]]:
   """The keys that differ between the config a workdir was trained with and the one asked for now.
 
@@ -469,9 +478,11 @@ def resume_changes(trained: Any, asked: Any) -> list[tuple[str, Any, Any]]:
   Raises:
     ConfigError: one line naming the first key that may not change, its two values and why. A key
       that is not in `ON_RESUME` counts as one that may not; one that only one side has (added or
-      removed since the run was trained) is not compared.
+      removed since the run was trained) is not compared, unless `ADDED_KEYS` says how runs
+      trained before it behaved.
   """
   old, new = flat_values(trained), flat_values(asked)
+  old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
   changes = []
   for key in new:
     if key not in old or old[key] == new[key]:

@@ -148,8 +148,9 @@ def create_data(config: ml_collections.ConfigDict) -> Data:
 
 
 def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> spec_lib.ModelSpec:
-  """What this run's checkpoints hold and how the model is fed: the normalisation, and the crop and
-  resize of training's center evaluation (`eval_sizes`: FixRes' val sizes when set)."""
+  """What this run's checkpoints hold and how the model is fed: the normalisation, and the crop,
+  resize and resize filter of training's center evaluation (`eval_sizes`: FixRes' val sizes when
+  set; `val_interpolation`)."""
   overrides = json.loads(json.dumps(config.model_overrides.to_dict()))
   overrides.pop("in_channels", None)  # A field of its own in the spec.
   # Only when set, so that models without stochastic depth or dropout keep building.
@@ -160,7 +161,7 @@ def model_spec(config: ml_collections.ConfigDict, data: Data, workdir: str) -> s
   return spec_lib.ModelSpec(
       arch=config.model, num_classes=data.num_classes, in_channels=config_checks.input_channels(config),
       model_overrides=overrides, image_size=crop, resize_size=int(round(crop / crop_fraction)),
-      mean_255=tuple(config.mean), std_255=tuple(config.std), class_names=data.class_names,
+      interpolation=config.val_interpolation, mean_255=tuple(config.mean), std_255=tuple(config.std), class_names=data.class_names,
       source={"kind": "training", "workdir": os.path.abspath(workdir)})
 
 
@@ -190,7 +191,8 @@ def eval_batches(config, data: Data, layout: sharding.Layout) -> input_pipeline.
   ds = input_pipeline.eval_dataset(
       data.eval, global_batch_size=config.batch_size, image_size=crop,
       eval_protocol=config.eval_protocol, crop_fraction=crop_fraction,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      interpolation=config.val_interpolation, process_index=jax.process_index(),
+      process_count=jax.process_count())
   return input_pipeline.DeviceIterator(ds, layout.put_batch, config.prefetch_batches,
                                        config.num_data_threads)
 
