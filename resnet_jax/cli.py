@@ -130,8 +130,9 @@ def cmd_convert(args) -> int:
   return 0
 
 
-def _torchvision_for_verify(args):
-  """(torchvision model holding the weights, arch, transform) for `verify`."""
+def _reference_for_verify(args):
+  """(reference model holding the weights, arch, transform) for `verify`: torchvision's, or timm's
+  for its own names."""
   from resnet_jax.weights import convert
   from resnet_jax.data import transforms
   if args.weights == "random":
@@ -142,40 +143,54 @@ def _torchvision_for_verify(args):
     return (verify.torchvision_model(args.arch, seed=args.seed), args.arch,
             transforms.ImageClassification())
   if os.path.isdir(args.weights):
-    return _torchvision_of_directory(args)
+    return _reference_of_directory(args)
   state, arch, transform, _ = _load_torchvision_weights(args.arch, args.weights, args.cache,
                                                         args.ema)
   # Checked before torch's load_state_dict, which would cast integer tensors to float silently.
   convert.check_values(state, [k for k in state if not k.endswith("num_batches_tracked")],
                        args.allow_nonfinite)
-  return _torchvision_holding(arch, state), arch, transform
+  return _reference_holding(arch, state, args.allow_nonfinite), arch, transform
 
 
-def _torchvision_of_directory(args):
-  """`_torchvision_for_verify` of a directory written by `convert --out` or training: its variables
-  go back into torchvision's model, which the converted model must then follow."""
+def _reference_of_directory(args):
+  """`_reference_for_verify` of a directory written by `convert --out` or training: its variables
+  go back into torchvision's (or timm's) model, which the converted model must then follow."""
+  from resnet_jax.models.resnet import get_model
   from resnet_jax.training import checkpoints
-  from resnet_jax.weights import convert
+  from resnet_jax.weights import convert, convert_timm
   variables, spec = checkpoints.load_variables(args.weights, ema=args.ema)
   if args.arch is not None and args.arch != spec.arch:
     raise _Error(f"{args.weights} holds a {spec.arch}, not a {args.arch}")
-  if spec.arch not in convert.TORCHVISION_ARCHS or spec.in_channels != 3 or spec.model_overrides:
+  # Stochastic depth and dropout do nothing in evaluation: the reference's plain model is the same.
+  options = {k: v for k, v in spec.model_overrides.items() if k not in ("drop_path_rate", "drop_rate")}
+  known = convert.TORCHVISION_ARCHS + tuple(sorted(convert_timm.TIMM_ONLY))
+  if spec.arch not in known or spec.in_channels != 3 or options:
     raise _Error(f"{args.weights} holds a {spec.arch} with {spec.in_channels} input channel(s) and "
-                 f"options {spec.model_overrides}, which torchvision has no model for; verify "
-                 "compares with torchvision's")
-  state = convert.to_torchvision(variables, spec.arch, as_numpy=True, model=spec.build())
-  return _torchvision_holding(spec.arch, state), spec.arch, spec.transform()
+                 f"options {options}, which neither torchvision nor timm has a model for; verify "
+                 "compares with theirs")
+  plain = get_model(spec.arch, num_classes=spec.num_classes)
+  state = (convert_timm.to_timm(variables, spec.arch, as_numpy=True, model=plain)
+           if spec.arch in convert_timm.TIMM_ONLY
+           else convert.to_torchvision(variables, spec.arch, as_numpy=True, model=plain))
+  return _reference_holding(spec.arch, state), spec.arch, spec.transform()
 
 
-def _torchvision_holding(arch: str, state: dict):
-  """torchvision's `arch` with the numpy `state` loaded (strict), headless without an `fc`."""
+def _reference_holding(arch: str, state: dict, allow_nonfinite: bool = False):
+  """The reference model of `arch` (torchvision's, or timm's for its own names) with the numpy
+  `state` loaded (strict), headless without a classifier. The state is first checked as conversion
+  checks it, so that keys that do not fit are listed rather than torch's traceback."""
+  import numpy as np
   import torch
-  from resnet_jax.weights import convert
-  num_classes = convert.state_dict_classes(state)
-  model = verify.torchvision_model(arch, num_classes=num_classes or 1000)
-  if num_classes is None:
-    model.fc = torch.nn.Identity()
-  model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+  from resnet_jax.weights import convert, convert_timm
+  convert.from_torchvision(state, arch, allow_nonfinite=allow_nonfinite)  # Raises, listing keys.
+  if verify.reference_name(arch) == "timm":
+    model = verify.timm_model(arch, num_classes=convert_timm.state_dict_classes(state))
+  else:
+    num_classes = convert.state_dict_classes(state)
+    model = verify.torchvision_model(arch, num_classes=num_classes or 1000)
+    if num_classes is None:
+      model.fc = torch.nn.Identity()
+  model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
   return model
 
 
@@ -184,7 +199,7 @@ def cmd_verify(args) -> int:
   import jax.numpy as jnp
   from resnet_jax.weights import convert
   from resnet_jax.models.resnet import get_model
-  torch_model, arch, transform = _torchvision_for_verify(args)
+  torch_model, arch, transform = _reference_for_verify(args)
   variables = convert.from_torchvision(torch_model, arch, allow_nonfinite=args.allow_nonfinite)
   model = get_model(arch, num_classes=convert.variables_classes(variables),
                     dtype=jnp.dtype(args.dtype))
@@ -192,7 +207,7 @@ def cmd_verify(args) -> int:
   rtol = args.rtol if args.rtol is not None else rtol
   min_top1 = args.min_top1 if args.min_top1 is not None else min_top1
   print(f"{arch}, weights {args.weights}, Flax in {args.dtype} (matmul precision "
-        f"{args.precision}) vs torchvision float32 on CPU")
+        f"{args.precision}) vs {verify.reference_name(arch)} float32 on CPU")
   ok = True
   batches = verify.inputs(transform, seed=args.seed, batch=args.batch, size=args.size,
                           photos=not args.no_photos)

@@ -289,7 +289,7 @@ def test_verify_reads_a_converted_directory(capsys, torch, trained, tmp_path):
   checkpoints.save_variables(str(tmp_path / "digits"), _random_variables(spec), spec)
   code = cli.main(["verify", "--weights", str(tmp_path / "digits"), *small])
   err = capsys.readouterr().err
-  assert code == 2 and len(err.strip().splitlines()) == 1 and "torchvision has no model" in err, err
+  assert code == 2 and len(err.strip().splitlines()) == 1 and "neither torchvision nor timm has a model" in err, err
 
 
 def test_pretrained_and_predict_take_the_ema_weights(capsys, torch, trained, tmp_path):

@@ -13,16 +13,21 @@ WD, NORM_WD, BIAS_WD = 1e-2, 0.0, 0.5  # Three distinct values, so a wrong group
 
 
 def _models():
-  """A torch conv-BN-linear net and the same weights as a Flax-named tree (torch layouts: the
-  decay is elementwise, only the names and ranks matter)."""
+  """A torch net of a conv, BatchNorm, a conv with a bias (as squeeze-excitation's), GroupNorm and
+  a linear layer, and the same weights as a Flax-named tree (torch layouts: the decay is
+  elementwise, only the names and ranks matter)."""
   torch.manual_seed(0)
   net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, bias=False), torch.nn.BatchNorm2d(3),
+                            torch.nn.Conv2d(3, 3, 1), torch.nn.GroupNorm(1, 3),
                             torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
   with torch.no_grad():
-    net[1].weight.normal_()
-    net[1].bias.normal_()
+    for norm in (net[1], net[3]):
+      norm.weight.normal_()
+      norm.bias.normal_()
   names = {"conv1/kernel": net[0].weight, "bn1/scale": net[1].weight, "bn1/bias": net[1].bias,
-           "fc/kernel": net[3].weight, "fc/bias": net[3].bias}
+           "se_fc1/kernel": net[2].weight, "se_fc1/bias": net[2].bias,
+           "gn/scale": net[3].weight, "gn/bias": net[3].bias,
+           "fc/kernel": net[5].weight, "fc/bias": net[5].bias}
   return net, names
 
 
@@ -41,7 +46,7 @@ def _reference_groups(net, weight_decay, norm_weight_decay, bias_weight_decay):
     for name, p in module.named_parameters(recurse=False):
       if name == "bias":
         groups["bias"].append(p)
-      elif isinstance(module, torch.nn.BatchNorm2d):
+      elif isinstance(module, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
         groups["norm"].append(p)
       else:
         groups["other"].append(p)
@@ -80,9 +85,13 @@ def test_decay_rates_follow_torchvision_groups():
   rates = optim.decay_rates(_tree({k: v.detach().numpy() for k, v in names.items()}),
                             WD, NORM_WD, BIAS_WD)
   assert rates == {"conv1": {"kernel": WD}, "bn1": {"scale": NORM_WD, "bias": BIAS_WD},
-                   "fc": {"kernel": WD, "bias": BIAS_WD}}
+                   "se_fc1": {"kernel": WD, "bias": BIAS_WD},
+                   "gn": {"scale": NORM_WD, "bias": BIAS_WD}, "fc": {"kernel": WD, "bias": BIAS_WD}}
+  # Without a bias group, a conv's or a linear layer's bias (a vector beside a kernel: SE's, the
+  # classifier's, ResNetV2's 1x1-conv head) decays as a weight; the norms' vectors as norms.
   rates = optim.decay_rates(_tree({k: v.detach().numpy() for k, v in names.items()}), WD, 0.0)
-  assert rates["bn1"] == {"scale": 0.0, "bias": 0.0} and rates["fc"]["bias"] == WD
+  assert rates["bn1"] == rates["gn"] == {"scale": 0.0, "bias": 0.0}
+  assert rates["fc"]["bias"] == rates["se_fc1"]["bias"] == WD
 
 
 @pytest.mark.parametrize("name", ["lars", "lamb"])

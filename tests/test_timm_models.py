@@ -65,12 +65,15 @@ def test_params_equal_timm_and_the_name_is_inferred(name, timm):
   # together; every other name inferred.
   same = sorted(n for n in timm_names() if _timm_meta(n)[1] == keys)
   state = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}  # shapes, no memory
+  # And by the general inference every command uses on a file (torchvision's layout first).
   if same == [name]:
     assert convert_timm.infer_timm_arch(state) == convert.Inferred(name, 1000)
+    assert convert.infer_arch(state) == convert.Inferred(name, 1000)
   else:
-    with pytest.raises(ConversionError) as e:
-      convert_timm.infer_timm_arch(state)
-    assert "\n" not in str(e.value) and all(n in str(e.value) for n in same)
+    for infer in (convert_timm.infer_timm_arch, convert.infer_arch):
+      with pytest.raises(ConversionError) as e:
+        infer(state)
+      assert "\n" not in str(e.value) and all(n in str(e.value) for n in same)
 
 
 # --- parity with timm, one model per part --------------------------------------------------------
@@ -299,3 +302,49 @@ def test_headless_weights_convert_to_a_headless_model(name, torch):
   x = _images(seed=4, size=32)
   _assert_close(get_model(name, num_classes=0).apply(variables, x), verify.run_torchvision(timm_model, x))
   assert set(convert_timm.to_timm(variables, name, as_numpy=True)) == set(timm_model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["resnet18d", "resnetv2_18"])
+def test_a_timm_file_goes_through_every_command(name, torch, tiny_config, tmp_path, capsys):
+  """timm's own state_dict file (no --arch: the name is inferred, here a deep stem and average-pool
+  shortcuts, or ResNetV2's pre-activation and 1x1-conv head) through convert, verify (against
+  timm's model, for the file and the directory), predict, export and back, and init_from with
+  another class count (the head is replaced, the rest kept)."""
+  from PIL import Image
+  from resnet_jax import cli
+  from resnet_jax.training import checkpoints, train_lib
+  pth, converted, exported = (str(tmp_path / n) for n in ("timm.pth", "converted", "again.pth"))
+  torch.save(_timm_model(name, seed=5, num_classes=7).state_dict(), pth)
+
+  def run(*argv) -> str:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    return out
+
+  assert f"wrote {name} (num_classes=7" in run("convert", "--weights", pth, "--out", converted)
+  variables = checkpoints.load_variables(converted)[0]
+  chex.assert_trees_all_equal(variables, convert_timm.from_timm(torch.load(pth), name))
+  for weights in (pth, converted):
+    out = run("verify", "--weights", weights, "--size", "32", "--batch", "2", "--no-photos")
+    assert f"vs timm float32" in out and out.strip().splitlines()[-1].startswith("PASS"), out
+  image = str(tmp_path / "image.png")
+  Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 26, 3), np.uint8)).save(image)
+  assert len(run("predict", "--weights", converted, "--top", "2", image).splitlines()) == 3
+  run("export", "--checkpoint", converted, "--out", exported)
+  assert set(torch.load(exported)) == set(torch.load(pth))
+  run("convert", "--weights", exported, "--out", str(tmp_path / "back"))
+  chex.assert_trees_all_equal(checkpoints.load_variables(str(tmp_path / "back"))[0], variables)
+  # One step at learning rate 0 from the directory, on 5 classes: every weight but the head read.
+  import ml_collections
+  config = tiny_config(init_from=converted, num_train_steps=1, checkpoint_every_steps=1,
+                       base_learning_rate=0.0, weight_decay=0.0, model=name,
+                       model_overrides=ml_collections.ConfigDict({}), source="synthetic",
+                       synthetic_examples=16, num_classes=5, image_size=16, batch_size=8,
+                       mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0))
+  train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+  started = checkpoints.load_variables(str(tmp_path / "run"))[0]["params"]
+  head = "head_fc" if name.startswith("resnetv2") else "fc"
+  assert convert.variables_classes({"params": started}) == 5
+  chex.assert_trees_all_equal({k: v for k, v in started.items() if k != head},
+                              {k: v for k, v in variables["params"].items() if k != head})

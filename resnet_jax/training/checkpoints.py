@@ -32,6 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resnet_jax.weights import convert
 from resnet_jax.weights import spec as spec_lib
 
 VARIABLES = "variables"
@@ -53,8 +54,7 @@ def save_variables(directory: str, variables: Any, spec: spec_lib.ModelSpec) -> 
     raise FileExistsError(f"{directory} already holds a checkpoint; choose a new directory")
   if not isinstance(spec, spec_lib.ModelSpec):
     raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
-  head = variables["params"].get("fc") or {}
-  outputs = next((np.shape(v)[-1] for v in head.values()), None)
+  outputs = convert.variables_classes(variables)  # `fc`, or a timm ResNetV2's 1x1-conv `head_fc`.
   if outputs != spec.num_classes:
     raise spec_lib.SpecError(f"the variables' classifier has {outputs} outputs, the spec "
                              f"{spec.num_classes} classes")

@@ -23,17 +23,28 @@ SCHEDULES = ("step", "cosine", "poly", "constant")
 WARMUPS = ("linear", "constant")
 
 
-def _is_norm(path, leaf) -> bool:
-  return leaf.ndim == 1 and path[0].key != "fc"
+def _module_paths_with_kernels(params) -> set[tuple]:
+  """The paths of the modules holding a 'kernel': convolutions and dense layers."""
+  paths = set()
+  for path, _ in jax.tree_util.tree_leaves_with_path(params):
+    if path[-1].key == "kernel":
+      paths.add(tuple(p.key for p in path[:-1]))
+  return paths
 
 
 def decay_rates(params, weight_decay: float, norm_weight_decay: Optional[float] = None,
                 bias_weight_decay: Optional[float] = None):
-  """A tree of each parameter's weight-decay rate, grouped as torchvision's `set_weight_decay`."""
+  """A tree of each parameter's weight-decay rate, grouped as torchvision's `set_weight_decay`: the
+  normalisation layers' parameters (BatchNorm, GroupNorm: the vectors of a module without a
+  kernel) at `norm_weight_decay`, every 'bias' at `bias_weight_decay` when given, the rest (a
+  conv's or dense layer's bias included, e.g. squeeze-excitation's) at `weight_decay`."""
+  with_kernel = _module_paths_with_kernels(params)
+
   def rate(path, leaf):
     if bias_weight_decay is not None and path[-1].key == "bias":
       return bias_weight_decay
-    if norm_weight_decay is not None and _is_norm(path, leaf):
+    if (norm_weight_decay is not None and leaf.ndim == 1
+        and tuple(p.key for p in path[:-1]) not in with_kernel):
       return norm_weight_decay
     return weight_decay
   return jax.tree_util.tree_map_with_path(rate, params)

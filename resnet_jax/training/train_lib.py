@@ -82,7 +82,7 @@ def load_pretrained(state: steps.TrainState, directory: str,
     theirs = flat_theirs[path]
     if theirs.shape == value.shape:
       merged[path] = np.asarray(theirs, value.dtype)
-    elif path[1] == "fc":
+    elif path[1] in ("fc", "head_fc"):  # The classifier (a timm ResNetV2's is a 1x1 conv).
       log.info("init_from: new classifier %s %s (checkpoint has %s)", "/".join(path),
                    value.shape, theirs.shape)
       merged[path] = value

@@ -111,10 +111,10 @@ def state_dict_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
 
 
 def variables_classes(variables: Mapping[str, Any]) -> Optional[int]:
-  """The classifier outputs of Flax variables (last axis of the `fc` kernel, or of timm ResNetV2's
-  1x1 conv `head_fc`); None when headless."""
+  """The classifier outputs of Flax variables (last axis of the `fc` kernel and bias, or of timm
+  ResNetV2's 1x1 conv `head_fc`); None when headless."""
   fc = variables["params"].get("fc") or variables["params"].get("head_fc")
-  return int(fc["kernel"].shape[-1]) if fc else None
+  return int(np.shape(next(iter(fc.values())))[-1]) if fc else None
 
 
 def _to_torch_layout(value: np.ndarray) -> np.ndarray:
@@ -424,7 +424,42 @@ def count_blocks(state_dict: Mapping[str, Any], key: str, first_stage: int = 0) 
 
 
 def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
-  """Names the torchvision architecture a state_dict belongs to, from its keys and shapes.
+  """Names the architecture a state_dict belongs to, from its keys and shapes: torchvision's when
+  they are one of torchvision's ResNets exactly (timm's resnet18, resnet50... share them), else the
+  timm ResNet they fit (`convert_timm.infer_timm_arch`: deep stems, average-pool shortcuts, SE/ECA,
+  ResNetV2...), else the torchvision ResNet of the same depth, so that `check_state_dict` lists
+  how the keys differ from it. timm's anti-aliased twins of torchvision's names (resnetblur18,
+  resnetaa50) have the same keys: such a file is taken for torchvision's; pass their name.
+
+  Raises:
+    ConversionError: not a ResNet of either kind, or several timm names fit alike (naming them).
+  """
+  from resnet_jax.weights import convert_timm
+  try:
+    inferred = infer_torchvision_arch(state_dict)
+  except ConversionError as error:
+    inferred, refusal = None, error
+  if inferred is not None and _fits(state_dict, torchvision_layout(inferred.arch,
+                                                                   inferred.num_classes)):
+    return inferred
+  candidates = convert_timm.timm_candidates(state_dict)
+  # timm's structure of torchvision's name (plus its anti-aliased twins, which no key tells apart):
+  # torchvision's name, whose keys `check_state_dict` then lists where they differ.
+  if inferred is not None and (inferred.arch in candidates or not candidates):
+    return inferred
+  if candidates:
+    return convert_timm.infer_timm_arch(state_dict)  # One name, or an error naming them all.
+  raise refusal
+
+
+def _fits(state_dict: Mapping[str, Any], layout: Mapping[str, tuple]) -> bool:
+  """Whether the state_dict has exactly the layout's keys, with its shapes."""
+  found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  return found == {k: tuple(shape) for k, (_, shape) in layout.items()}
+
+
+def infer_torchvision_arch(state_dict: Mapping[str, Any]) -> Inferred:
+  """Names the torchvision architecture of a state_dict's depth and widths, from its keys and shapes.
 
   Reads the block type (a `conv3` means Bottleneck), the number of blocks per stage, the grouping and
   width of the first 3x3 convolution (ResNeXt, Wide ResNet) and the classifier's size.

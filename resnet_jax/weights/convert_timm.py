@@ -143,15 +143,25 @@ def infer_timm_arch(state_dict: Mapping[str, Any]) -> Inferred:
     ConversionError: no registered timm name fits, or several do (anti-aliasing has no weights:
       resnet50, resnetaa50 and resnetblur50 have the same keys), naming the candidates.
   """
-  found = _state_signature(state_dict)
-  candidates = [n for n in timm_names() if _model_signature(get_model(n)) == found]
+  candidates = timm_candidates(state_dict)
   if len(candidates) == 1:
     return Inferred(candidates[0], state_dict_classes(state_dict))
   if candidates:
     raise ConversionError(f"the weights fit {', '.join(candidates)} alike (anti-aliasing has no "
                           "weights); pass the name")
   raise ConversionError(f"no timm ResNet of {', '.join(timm_names()[:3])}... has this structure "
-                        f"({found}); pass the name to have the differing keys listed")
+                        f"({_state_signature(state_dict)}); pass the name to have the differing "
+                        "keys listed")
+
+
+def timm_candidates(state_dict: Mapping[str, Any]) -> list[str]:
+  """The timm names whose models have this state_dict's structure (several only where the models
+  differ in what has no weights: anti-aliasing)."""
+  try:
+    found = _state_signature(state_dict)
+  except (ConversionError, KeyError, IndexError, TypeError):  # Not a timm ResNet's keys.
+    return []
+  return [n for n in timm_names() if _model_signature(get_model(n)) == found]
 
 
 def from_timm(source: Any, name: Optional[str] = None, *, num_classes: Optional[int] = -1,
@@ -200,5 +210,5 @@ def to_timm(variables: Mapping[str, Any], name: str, *, as_numpy: bool = False,
   return convert._as_torch(state, as_numpy)
 
 
-__all__ = ["TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map",
+__all__ = ["TIMM_ONLY", "from_timm", "infer_timm_arch", "key_map", "timm_candidates",
            "state_dict_classes", "timm_key", "timm_layout", "timm_v2_key", "to_timm"]

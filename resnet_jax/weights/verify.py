@@ -1,4 +1,5 @@
-"""Verification of converted weights: torchvision's model as the reference, and how closely Flax follows it.
+"""Verification of converted weights: torchvision's model (timm's for timm's own names) as the reference,
+and how closely Flax follows it.
 
 `resnet-jax verify` (CPU) and benchmarks/verify_gpu.py (accelerators) both run these.
 """
@@ -88,6 +89,26 @@ def torchvision_model(arch: str, seed: Optional[int] = None, **kwargs):
           m.running_mean.normal_(0.0, 0.2)
           m.running_var.uniform_(0.5, 2.0)
   return model.eval()
+
+
+def timm_model(arch: str, num_classes: Optional[int] = 1000):
+  """timm's `arch` (random weights, eval mode; None classes: headless), the reference for the
+  names only timm has (`convert_timm.TIMM_ONLY`). timm is imported after torchvision's operator
+  schemas are in place (`import_torchvision`), which its import needs beside a CPU torch."""
+  from resnet_jax._torchvision import import_torchvision
+  import_torchvision()
+  try:
+    import timm
+  except ImportError as error:
+    raise ImportError(f"verify compares {arch} with timm's model, and timm is not installed "
+                      "(pip install timm)") from error
+  return timm.create_model(arch, pretrained=False, num_classes=num_classes or 0).eval()
+
+
+def reference_name(arch: str) -> str:
+  """Whose model `arch` is checked against: 'timm' for timm's own names, else 'torchvision'."""
+  from resnet_jax.weights.convert_timm import TIMM_ONLY
+  return "timm" if arch in TIMM_ONLY else "torchvision"
 
 
 def run_torchvision(model, images: Any, train: bool = False) -> np.ndarray:
