@@ -454,8 +454,19 @@ def infer_arch(state_dict: Mapping[str, Any]) -> Inferred:
 
 def _fits(state_dict: Mapping[str, Any], layout: Mapping[str, tuple]) -> bool:
   """Whether the state_dict has exactly the layout's keys, with its shapes."""
+  return not any(_differences(state_dict, layout))
+
+
+def _differences(state_dict: Mapping[str, Any], expected: Mapping[str, tuple]
+                 ) -> tuple[list, list, list]:
+  """(missing keys, unexpected keys, (key, expected shape, found shape) of mis-shaped ones) of a
+  state_dict against a layout; BatchNorm's `num_batches_tracked` is not compared."""
   found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-  return found == {k: tuple(shape) for k, (_, shape) in layout.items()}
+  missing = [k for k in expected if k not in found]
+  unexpected = [k for k in found if k not in expected]
+  misshaped = [(k, expected[k][1], found[k]) for k in expected
+               if k in found and found[k] != expected[k][1]]
+  return missing, unexpected, misshaped
 
 
 def infer_torchvision_arch(state_dict: Mapping[str, Any]) -> Inferred:
@@ -501,11 +512,7 @@ def check_state_dict(state_dict: Mapping[str, Any], arch: str, num_classes: Opti
     expected = layout
   else:
     expected = torchvision_layout(arch, num_classes) if model is None else layout_of(model)
-  found = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-  missing = [k for k in expected if k not in found]
-  unexpected = [k for k in found if k not in expected]
-  misshaped = [(k, expected[k][1], found[k]) for k in expected
-               if k in found and found[k] != expected[k][1]]
+  missing, unexpected, misshaped = _differences(state_dict, expected)
   if not (missing or unexpected or misshaped):
     return
   head = f"num_classes={num_classes}" if num_classes else "no classifier"
